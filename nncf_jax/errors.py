@@ -10,14 +10,15 @@ path and say what would be valid. All classes derive from `NNCFJaxError`, so
 from __future__ import annotations
 
 __all__ = [
-    "NNCFJaxError",
+    "CheckpointError",
     "ConfigError",
-    "UnknownAlgorithmError",
+    "ExportError",
+    "NNCFJaxError",
+    "NotAvailableError",
     "ScopeError",
     "StateMismatchError",
-    "CheckpointError",
-    "ExportError",
-    "NotAvailableError",
+    "UnknownAlgorithmError",
+    "UsageError",
 ]
 
 
@@ -61,3 +62,8 @@ class ExportError(NNCFJaxError):
 
 class NotAvailableError(NNCFJaxError, NotImplementedError):
     """The feature exists in the API but is not built yet in this version."""
+
+
+class UsageError(NNCFJaxError, ValueError):
+    """An API was called the wrong way, or asked for something the algorithm has no
+    meaning for (e.g. setting the compression rate of const sparsity)."""

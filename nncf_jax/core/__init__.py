@@ -1,0 +1,1 @@
+"""Core: state, controller, schedules, scopes, registry."""

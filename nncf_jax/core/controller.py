@@ -1,0 +1,466 @@
+"""The compression controller: NNCF's API over pure functions and a state pytree.
+
+`CompressionController` holds only static information: the algorithms (each
+with its targeted param paths and parsed settings) and the model's apply
+function. Everything that changes is in a `CompressionState`, passed
+explicitly to the functional API (``ctrl.apply``, ``ctrl.loss``,
+``ctrl.transform``) or kept in the controller's *handles* for the NNCF facade
+(``ctrl.state`` and ``ctrl.params``; ``ctrl.sync(variables, cstate)`` after
+your step keeps them current).
+
+One class serves a single algorithm and a composite of several (NNCF's
+``CompositeCompressionAlgorithmController``); ``ctrl.child_ctrls`` gives one
+controller per algorithm, sharing the parent's handles.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from functools import cached_property
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from nncf_jax.core.algorithm import CompressionAlgorithm
+from nncf_jax.core.scheduler import Scheduler
+from nncf_jax.core.stage import CompressionStage, combine_stages
+from nncf_jax.core.state import (
+    Clock,
+    CompressionState,
+    clock_at_iteration,
+    epoch_step_clock,
+    step_clock,
+)
+from nncf_jax.core.statistics import NNCFStatistics
+from nncf_jax.errors import NotAvailableError, StateMismatchError, UsageError
+
+__all__ = ["CompressionController"]
+
+_STATE_KEYS = ("loss_state", "scheduler_state", "compression_stage")
+
+
+class CompressionController:
+    """Controls one or several compression algorithms of one model.
+
+    Built by `nncf_jax.create_compressed_model`; not meant to be constructed
+    by hand.
+
+    Args:
+      algorithms: the algorithms, in config order.
+      apply_fn: the model's forward, ``apply_fn(variables, *inputs, **kwargs)``.
+      has_collections: whether variables are ``{"params": ..., ...}`` (Flax
+        linen) or the params tree itself.
+      steps_per_epoch: optimizer steps per epoch, or None.
+    """
+
+    def __init__(
+        self,
+        algorithms: Sequence[CompressionAlgorithm],
+        apply_fn: Callable[..., Any],
+        *,
+        has_collections: bool = True,
+        steps_per_epoch: int | None = None,
+        _root: CompressionController | None = None,
+    ):
+        self._algorithms = tuple(algorithms)
+        self._apply_fn = apply_fn
+        self._has_collections = has_collections
+        self.steps_per_epoch = steps_per_epoch
+        self._root = _root
+        self._state: CompressionState | None = None
+        self._params: Any = None
+        self._names = {a.name: a.name for a in self._algorithms}
+        self._builder_state_override: dict[str, Any] | None = None
+
+    # --- identity ---------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        """Registered algorithm name (``"composite"`` for several algorithms)."""
+        if len(self._algorithms) == 1:
+            return self._names[self._algorithms[0].name]
+        return "composite"
+
+    @property
+    def algorithms(self) -> tuple[CompressionAlgorithm, ...]:
+        """The algorithms this controller drives, in application order."""
+        return self._algorithms
+
+    @cached_property
+    def child_ctrls(self) -> list[CompressionController]:
+        """One controller per algorithm, sharing this controller's handles."""
+        root = self._root or self
+        return [
+            CompressionController(
+                (a,),
+                self._apply_fn,
+                has_collections=self._has_collections,
+                steps_per_epoch=self.steps_per_epoch,
+                _root=root,
+            )
+            for a in self._algorithms
+        ]
+
+    def set_builder_state_with_name(self, name: str, builder_state: dict[str, Any]) -> None:
+        """NNCF hook: records the registered name and builder state of a single-algorithm controller."""
+        if len(self._algorithms) != 1:
+            raise UsageError("set_builder_state_with_name applies to single-algorithm controllers")
+        self._names[self._algorithms[0].name] = name
+        self._builder_state_override = dict(builder_state)
+
+    # --- handles for the NNCF facade -------------------------------------
+
+    @property
+    def state(self) -> CompressionState:
+        """The compression state the facade acts on (the root controller's)."""
+        if self._root is not None:
+            return self._root.state
+        if self._state is None:
+            raise UsageError("this controller has no state yet; use create_compressed_model")
+        return self._state
+
+    @state.setter
+    def state(self, value: CompressionState) -> None:
+        if self._root is not None:
+            self._root.state = value
+            return
+        if not isinstance(value, CompressionState):
+            raise UsageError(f"ctrl.state must be a CompressionState, got {type(value).__name__}")
+        self._state = value
+
+    @property
+    def params(self) -> Any:
+        """The params the facade reads (mask refresh, statistics, compression rate)."""
+        if self._root is not None:
+            return self._root.params
+        return self._params
+
+    @params.setter
+    def params(self, value: Any) -> None:
+        if self._root is not None:
+            self._root.params = value
+        else:
+            self._params = value
+
+    def sync(self, variables: Any = None, state: CompressionState | None = None) -> None:
+        """Updates the facade's handles after a functional train step.
+
+        Args:
+          variables: the model variables (or params) after the step.
+          state: the compression state after the step.
+        """
+        if variables is not None:
+            self.params = self._params_of(variables)
+        if state is not None:
+            self.state = state
+
+    def _params_of(self, variables: Any) -> Any:
+        if self._has_collections:
+            if not isinstance(variables, Mapping) or "params" not in variables:
+                raise UsageError(
+                    "expected model variables with a 'params' collection, as returned by "
+                    "model.init(...)"
+                )
+            return variables["params"]
+        return variables
+
+    def _with_params(self, variables: Any, params: Any) -> Any:
+        return {**variables, "params": params} if self._has_collections else params
+
+    # --- functional API (jit-safe) ----------------------------------------
+
+    def init_state(self, params: Any) -> CompressionState:
+        """The initial compression state for ``params`` (counters at -1)."""
+        return CompressionState(
+            clock=Clock.initial(),
+            scheduler_enabled=jnp.bool_(True),
+            algorithms={a.name: a.init_state(params) for a in self._algorithms},
+        )
+
+    def compress_params(self, params: Any, state: CompressionState) -> Any:
+        """The params the compressed forward uses (masks applied, ...)."""
+        for a in self._algorithms:
+            params = a.compress_params(params, state.algorithms[a.name])
+        return params
+
+    def apply(self, variables: Any, state: CompressionState, *inputs: Any, **kwargs: Any) -> Any:
+        """The compressed model's forward: ``model.apply`` on compressed params.
+
+        Args:
+          variables: the model variables (``{"params": ..., "batch_stats": ...}``).
+          state: the compression state.
+          *inputs, **kwargs: passed to the model (e.g. ``train=True``,
+            ``mutable=["batch_stats"]``).
+        """
+        params = self.compress_params(self._params_of(variables), state)
+        return self._apply_fn(self._with_params(variables, params), *inputs, **kwargs)
+
+    def loss(self, params: Any = None, state: CompressionState | None = None) -> jax.Array:
+        """Compression loss (float32 scalar): the sum of the algorithms' losses.
+
+        With no arguments it uses the facade handles, as NNCF's ``ctrl.loss()``.
+        """
+        params = self.params if params is None else params
+        state = self.state if state is None else state
+        total = jnp.float32(0.0)
+        for a in self._algorithms:
+            total = total + a.loss(params, state.algorithms[a.name])
+        return total
+
+    def filter_updates(self, updates: Any, state: CompressionState) -> Any:
+        """Zeroes the optimizer updates of compressed-away weights."""
+        for a in self._algorithms:
+            updates = a.filter_updates(updates, state.algorithms[a.name])
+        return updates
+
+    def tick(
+        self, state: CompressionState, params_fn: Callable[[], Any], steps_per_epoch: int
+    ) -> CompressionState:
+        """Advances ``state`` to the next iteration (see `compression_transform`)."""
+        iteration = jnp.maximum(state.clock.step, 0) + 1
+        clock = clock_at_iteration(iteration, steps_per_epoch)
+        enabled = state.scheduler_enabled
+        new_epoch = jnp.logical_and(clock.epoch != state.clock.epoch, enabled)
+        return self._advance(state, clock, params_fn, new_epoch=new_epoch, new_step=enabled)
+
+    def _advance(self, state, clock, params_fn, *, new_epoch, new_step) -> CompressionState:
+        algorithms = dict(state.algorithms)
+        for a in self._algorithms:
+            algorithms[a.name] = a.advance(
+                algorithms[a.name], params_fn, clock, new_epoch=new_epoch, new_step=new_step
+            )
+        return state.replace(clock=clock, algorithms=algorithms)
+
+    @cached_property
+    def transform(self) -> optax.GradientTransformationExtraArgs:
+        """The scheduler as an optax transformation; see `compression_transform`."""
+        from nncf_jax.core.transform import compression_transform
+
+        return compression_transform(self)
+
+    def strip(self, variables: Any = None, state: CompressionState | None = None) -> Any:
+        """Plain variables for the original model, compression baked in.
+
+        Masks are multiplied into the weights; the result runs with the
+        unmodified model and needs no nncf_jax.
+        """
+        variables = self._with_params({}, self.params) if variables is None else variables
+        state = self.state if state is None else state
+        params = self._params_of(variables)
+        for a in self._algorithms:
+            params = a.strip_params(params, state.algorithms[a.name])
+        return self._with_params(variables, params)
+
+    # --- NNCF facade ------------------------------------------------------
+
+    @cached_property
+    def scheduler(self) -> Scheduler:
+        """NNCF's scheduler object: ``step()``, ``epoch_step()``, counters, state."""
+        return Scheduler(self)
+
+    @cached_property
+    def _jitted_advance(self) -> Callable[..., CompressionState]:
+        def advance(state, clock, params, new_epoch, new_step):
+            enabled = state.scheduler_enabled
+            return self._advance(
+                state,
+                clock,
+                lambda: params,
+                new_epoch=jnp.logical_and(new_epoch, enabled),
+                new_step=jnp.logical_and(new_step, enabled),
+            )
+
+        return jax.jit(advance)
+
+    def _facade_tick(self, *, next_step: int | None, event: str) -> None:
+        state = self.state
+        if event == "epoch":
+            clock = epoch_step_clock(state.clock, next_step)
+        else:
+            clock = step_clock(state.clock, next_step)
+        self._require_params("scheduler." + ("epoch_step" if event == "epoch" else "step"))
+        self.state = self._jitted_advance(
+            state, clock, self.params, jnp.bool_(event == "epoch"), jnp.bool_(event == "step")
+        )
+
+    def _require_params(self, what: str) -> None:
+        if self.params is None:
+            raise UsageError(
+                f"{what} needs the current params: call ctrl.sync(variables, cstate) first"
+            )
+
+    def _scheduled_level(self, kind: str) -> float:
+        for a in self._algorithms:
+            if kind in a.name and hasattr(self.state.algorithms[a.name], "level"):
+                return float(self.state.algorithms[a.name].level)
+        raise AttributeError(f"this controller has no {kind} algorithm with a scheduled level")
+
+    def disable_scheduler(self) -> None:
+        """Stops the schedule: levels and masks stay as they are until a rate is set by hand."""
+        self.state = self.state.replace(scheduler_enabled=jnp.bool_(False))
+
+    @property
+    def compression_rate(self) -> float | None:
+        """Current compression rate in [0, 1].
+
+        Single algorithm: the algorithm's rate (sparsity: the fraction of
+        zeros over all params), None where it has no meaning. Composite: the
+        mean over the children that have a rate (NNCF's torch composite
+        always returned 0, a bug).
+        """
+        rates = [
+            a.compression_rate(self.state.algorithms[a.name], self.params) for a in self._algorithms
+        ]
+        rates = [r for r in rates if r is not None]
+        if not rates:
+            return None
+        return sum(rates) / len(rates)
+
+    @compression_rate.setter
+    def compression_rate(self, rate: float) -> None:
+        self._require_params("setting compression_rate")
+        state = self.state
+        algorithms = dict(state.algorithms)
+        settable = [
+            a
+            for a in self._algorithms
+            if type(a).set_compression_rate is not CompressionAlgorithm.set_compression_rate
+        ]
+        if not settable:
+            raise UsageError(f"{self.name}: no algorithm here has a compression rate to set")
+        for a in settable:
+            algorithms[a.name] = a.set_compression_rate(algorithms[a.name], self.params, rate)
+        self.state = state.replace(algorithms=algorithms)
+
+    @property
+    def maximal_compression_rate(self) -> float:
+        """Highest supported rate (composite: the minimum of the children)."""
+        return min((a.maximal_compression_rate for a in self._algorithms), default=1.0)
+
+    def compression_stage(self) -> CompressionStage:
+        """NNCF's stage; a composite combines its children's stages."""
+        return combine_stages(
+            a.compression_stage(self.state.algorithms[a.name]) for a in self._algorithms
+        )
+
+    def statistics(self, quickly_collected_only: bool = False) -> NNCFStatistics:
+        """Per-algorithm statistics of the facade handles (``.to_str()`` renders tables)."""
+        del quickly_collected_only
+        self._require_params("statistics()")
+        return NNCFStatistics(
+            {
+                self._names[a.name]: a.statistics(self.state.algorithms[a.name], self.params)
+                for a in self._algorithms
+            }
+        )
+
+    def prepare_for_export(self) -> Any:
+        """Returns the stripped variables of the facade handles."""
+        return self.strip()
+
+    def export_model(
+        self,
+        save_path: str,
+        save_format: str | None = None,
+        input_names: Sequence[str] | None = None,
+        output_names: Sequence[str] | None = None,
+        model_args: tuple | None = None,
+    ) -> None:
+        """Writes a deployable artefact. Not built yet in this version."""
+        raise NotAvailableError(
+            "export_model is not available yet in this version of nncf-jax; meanwhile use "
+            "variables = ctrl.strip(variables, cstate) and jax.export.export(jax.jit(model.apply))"
+        )
+
+    # --- NNCF state dicts ---------------------------------------------------
+
+    def get_state(self) -> dict[str, dict[str, Any]]:
+        """``{name: {"loss_state", "scheduler_state", "compression_stage"}}`` (JSON-serialisable)."""
+        state = self.state
+        clock = jax.device_get(state.clock)
+        enabled = bool(state.scheduler_enabled)
+        out = {}
+        for a in self._algorithms:
+            algo_state = state.algorithms[a.name]
+            scheduler_state: dict[str, Any] = {}
+            if enabled:
+                scheduler_state = {
+                    "current_step": int(clock.step),
+                    "current_epoch": int(clock.epoch),
+                    "steps_in_current_epoch": int(clock.steps_in_epoch),
+                    **a.scheduler_state(algo_state),
+                }
+            out[self._names[a.name]] = {
+                "loss_state": None,
+                "scheduler_state": scheduler_state,
+                "compression_stage": int(a.compression_stage(algo_state)),
+            }
+        return out
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        """Inverse of `get_state`; builds the whole new state before replacing the handle.
+
+        Raises:
+          StateMismatchError: unknown algorithm names or malformed entries.
+        """
+        self._require_params("load_state")
+        by_name = {self._names[a.name]: a for a in self._algorithms}
+        if not isinstance(state, Mapping):
+            raise StateMismatchError(f"ctrl_state must be a dict, got {type(state).__name__}")
+        unknown = sorted(set(state) - set(by_name))
+        if unknown:
+            raise StateMismatchError(
+                f"ctrl_state has algorithms {unknown} that this controller does not have "
+                f"(it has {sorted(by_name)})"
+            )
+        current = self.state
+        schedulers = {}
+        for name in by_name:
+            entry = state.get(name, {})
+            if not isinstance(entry, Mapping) or not isinstance(
+                entry.get("scheduler_state", {}), Mapping
+            ):
+                raise StateMismatchError(f"ctrl_state.{name}: expected a dict with {_STATE_KEYS}")
+            schedulers[name] = dict(entry.get("scheduler_state", {}))
+        with_counters = [s for s in schedulers.values() if "current_step" in s]
+        clock = current.clock
+        if with_counters:
+            saved = with_counters[0]
+            clock = Clock(
+                step=jnp.int32(saved["current_step"]),
+                epoch=jnp.int32(saved["current_epoch"]),
+                steps_in_epoch=jnp.int32(saved.get("steps_in_current_epoch", 0)),
+            )
+        enabled = bool(with_counters) or not any(n in state for n in by_name)
+        algorithms = dict(current.algorithms)
+        for name, a in by_name.items():
+            if name in state:
+                algorithms[a.name] = a.load_scheduler_state(
+                    algorithms[a.name], self.params, clock, schedulers[name]
+                )
+        self.state = current.replace(
+            clock=clock, scheduler_enabled=jnp.bool_(enabled), algorithms=algorithms
+        )
+
+    def _load_counters(self, scheduler_state: Mapping[str, Any]) -> None:
+        self.load_state(
+            {
+                self._names[a.name]: {"scheduler_state": dict(scheduler_state)}
+                for a in self._algorithms
+            }
+        )
+
+    def get_compression_state(self) -> dict[str, Any]:
+        """``{"builder_state": {name: ...}, "ctrl_state": get_state()}``, JSON-serialisable.
+
+        Pass it to ``create_compressed_model(..., compression_state=...)`` to
+        resume. Weights and masks are not in it: they travel in the orbax
+        checkpoint (`nncf_jax.checkpoint`).
+        """
+        if self._builder_state_override is not None:
+            builder = {self.name: self._builder_state_override}
+        else:
+            builder = {self._names[a.name]: a.builder_state() for a in self._algorithms}
+        return {"builder_state": builder, "ctrl_state": self.get_state()}

@@ -1,0 +1,1 @@
+"""Sparsity algorithms: magnitude, const (and the RB loss function)."""
