@@ -196,12 +196,21 @@ class MagnitudeSparsity(CompressionAlgorithm):
         self.config_path = config_path
 
     @classmethod
-    def from_config(cls, section: dict[str, Any], config_path: str, targets: Sequence[str]):
-        """Builds from a defaults-resolved ``magnitude_sparsity`` section."""
+    def from_config(
+        cls,
+        section: dict[str, Any],
+        config_path: str,
+        targets: Sequence[str],
+        given: dict[str, Any] | None = None,
+    ):
+        """Builds from a defaults-resolved ``magnitude_sparsity`` section
+        (``given``: the section as written, see `SparsitySchedule.from_section`)."""
         params = section.get("params", {})
         return cls(
             targets,
-            SparsitySchedule.from_section(section, config_path, default_kind="polynomial"),
+            SparsitySchedule.from_section(
+                section, config_path, default_kind="polynomial", given=given
+            ),
             importance=params.get("weight_importance", "normed_abs"),
             mode=params.get("sparsity_level_setting_mode", "global"),
             config_path=config_path,

@@ -38,7 +38,9 @@ def build_magnitude_sparsity(section, context: BuildContext) -> MagnitudeSparsit
     resolved = copy.deepcopy(section.resolved)
     if context.steps_per_epoch is not None:
         resolved.setdefault("params", {}).setdefault("steps_per_epoch", context.steps_per_epoch)
-    return MagnitudeSparsity.from_config(resolved, section.path, select_weights(section, context))
+    return MagnitudeSparsity.from_config(
+        resolved, section.path, select_weights(section, context), given=section.section
+    )
 
 
 @register_algorithm("const_sparsity")

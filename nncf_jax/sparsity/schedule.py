@@ -54,9 +54,21 @@ class SparsitySchedule:
 
     @classmethod
     def from_section(
-        cls, section: dict[str, Any], path: str, *, default_kind: str = "polynomial"
+        cls,
+        section: dict[str, Any],
+        path: str,
+        *,
+        default_kind: str = "polynomial",
+        given: dict[str, Any] | None = None,
     ) -> SparsitySchedule:
         """Parses a (defaults-resolved) sparsity config section.
+
+        Args:
+          section: the section with schema defaults filled in.
+          path: its JSON path, for messages.
+          default_kind: the algorithm's default schedule.
+          given: the section as the user wrote it (to tell set keys from
+            defaults); defaults to ``section``.
 
         Raises:
           ConfigError: unsupported schedule, or per-step updates without
@@ -74,7 +86,7 @@ class SparsitySchedule:
         steps = tuple(float(v) for v in params.get("multistep_steps", (90,)))
         target = float(params.get("sparsity_target", 0.5))
         if kind == "multistep":
-            if "sparsity_target" in params:
+            if "sparsity_target" in (given if given is not None else section).get("params", {}):
                 warnings.warn(
                     f"{path}.params.sparsity_target is ignored with schedule 'multistep': "
                     f"the target is the last multistep level, {levels[-1]}",
