@@ -45,12 +45,16 @@ def trees_equal():
     return assert_trees_equal
 
 
-def magnitude_config(**params):
+def magnitude_config(sparsity_init=0.0, **params):
     base = {"schedule": "polynomial", "sparsity_target": 0.5, "sparsity_target_epoch": 3}
     base.update(params)
     return {
         "input_info": {"sample_size": [1, 8, 8, 1]},
-        "compression": {"algorithm": "magnitude_sparsity", "params": base},
+        "compression": {
+            "algorithm": "magnitude_sparsity",
+            "sparsity_init": sparsity_init,
+            "params": base,
+        },
     }
 
 

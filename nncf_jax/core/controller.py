@@ -219,10 +219,13 @@ class CompressionController:
         self, state: CompressionState, params_fn: Callable[[], Any], steps_per_epoch: int
     ) -> CompressionState:
         """Advances ``state`` to the next iteration (see `compression_transform`)."""
+        # The initial state (counters at -1) stands for iteration 0, whose
+        # epoch 0 the facade would open with epoch_step() at sparsity_init.
         iteration = jnp.maximum(state.clock.step, 0) + 1
+        previous_epoch = jnp.where(state.clock.step < 0, 0, state.clock.epoch)
         clock = clock_at_iteration(iteration, steps_per_epoch)
         enabled = state.scheduler_enabled
-        new_epoch = jnp.logical_and(clock.epoch != state.clock.epoch, enabled)
+        new_epoch = jnp.logical_and(clock.epoch != previous_epoch, enabled)
         return self._advance(state, clock, params_fn, new_epoch=new_epoch, new_step=enabled)
 
     def _advance(self, state, clock, params_fn, *, new_epoch, new_step) -> CompressionState:
