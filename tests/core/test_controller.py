@@ -14,7 +14,7 @@ from nncf_jax.errors import NotAvailableError, StateMismatchError, UsageError
 
 @pytest.fixture
 def sparse(cnn, make_magnitude_config):
-    model, variables, x, y = cnn
+    model, variables, x, _y = cnn
     ctrl, cstate = nj.create_compressed_model(
         model, variables, make_magnitude_config(sparsity_init=0.1), steps_per_epoch=4
     )
@@ -207,7 +207,7 @@ def test_composite_controller(cnn):
             },
         ]
     }
-    ctrl, cstate = nj.create_compressed_model(model, variables, config)
+    ctrl, _cstate = nj.create_compressed_model(model, variables, config)
     assert ctrl.name == "composite"
     assert [c.name for c in ctrl.child_ctrls] == ["const_sparsity", "magnitude_sparsity"]
     assert set(ctrl.get_state()) == {"const_sparsity", "magnitude_sparsity"}
@@ -269,7 +269,7 @@ def test_bare_params_with_a_plain_apply_function():
         return x @ params["w"]
 
     params = {"w": jax.random.normal(jax.random.key(0), (6, 4)), "b": np.zeros(4, np.float32)}
-    ctrl, cstate = nj.create_compressed_model(
+    ctrl, _cstate = nj.create_compressed_model(
         apply, params, {"compression": {"algorithm": "magnitude_sparsity"}}
     )
     ctrl.compression_rate = 0.5

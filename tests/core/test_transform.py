@@ -135,7 +135,7 @@ def test_transform_init_update_jit_and_no_recompile(cnn, make_magnitude_config):
 
 
 def test_chains_with_optax(cnn, make_magnitude_config):
-    model, variables, x, y = cnn
+    model, variables, x, _y = cnn
     ctrl, _ = nj.create_compressed_model(
         model, variables, make_magnitude_config(sparsity_target_epoch=0), steps_per_epoch=2
     )
