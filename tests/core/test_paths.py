@@ -59,7 +59,7 @@ def test_unmatched_scope_is_an_error_with_close_names():
 def test_scopes_through_create_compressed_model(cnn):
     model, variables, *_ = cnn
     config = {"compression": {"algorithm": "magnitude_sparsity", "target_scopes": ["{re}^Dense_"]}}
-    ctrl, cstate = nj.create_compressed_model(model, variables, config)
+    _ctrl, cstate = nj.create_compressed_model(model, variables, config)
     masks = flatten_params(cstate.algorithms["magnitude_sparsity"].masks)
     assert list(masks) == ["Dense_0/kernel", "Dense_1/kernel"]
     with pytest.raises(ScopeError, match=r"compression.ignored_scopes\[0\]: scope 'Conv_9'"):

@@ -116,31 +116,31 @@ def test_kth_smallest_is_exact_against_sort():
         assert float(fn([jnp.asarray(a) for a in arrays], k)) == flat[k]
 
 
-def test_masked_weights_get_zero_gradient_and_do_not_move(
-    cnn, train_step_factory, make_magnitude_config
-):
+def test_masked_weights_get_zero_gradient_and_do_not_move(cnn, train_step_factory, make_magnitude_config):
     import optax
 
     model, variables, x, y = cnn
-    ctrl, cstate = nj.create_compressed_model(
+    ctrl, _ = nj.create_compressed_model(
         model,
         variables,
-        make_magnitude_config(sparsity_target_epoch=0, sparsity_level_setting_mode="local"),
-        steps_per_epoch=100,
+        make_magnitude_config(sparsity_level_setting_mode="local"),
+        steps_per_epoch=2,
     )
+    ctrl.compression_rate = 0.5  # set now and frozen: no refresh during the run
+    cstate = ctrl.state
     tx = optax.adam(1e-2)
     opt_state = tx.init(variables["params"])
     step = jax.jit(train_step_factory(ctrl, tx))
-    variables, opt_state, cstate = step(variables, opt_state, cstate, x, y)  # tick: level -> 0.5
     mask = np.asarray(cstate.algorithms["magnitude_sparsity"].masks["Dense_0"]["kernel"])
     before = np.asarray(variables["params"]["Dense_0"]["kernel"])
-    for _ in range(3):
+    for _ in range(4):
         variables, opt_state, cstate = step(variables, opt_state, cstate, x, y)
     after = np.asarray(variables["params"]["Dense_0"]["kernel"])
-    assert mask.mean() == pytest.approx(0.5, abs=0.05)
-    # Within the epoch no refresh happens: pruned weights stay where they were
-    # (Adam's momentum would move them otherwise), kept ones train.
-    mask_now = np.asarray(cstate.algorithms["magnitude_sparsity"].masks["Dense_0"]["kernel"])
-    np.testing.assert_array_equal(mask_now, mask)
+    assert mask.mean() == pytest.approx(0.5, abs=0.01)
+    np.testing.assert_array_equal(
+        np.asarray(cstate.algorithms["magnitude_sparsity"].masks["Dense_0"]["kernel"]), mask
+    )
+    # Pruned weights stay exactly where they were (Adam's momentum alone would
+    # move them otherwise); kept ones train.
     np.testing.assert_array_equal(after[~mask], before[~mask])
     assert np.any(after[mask] != before[mask])
