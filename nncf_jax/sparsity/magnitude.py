@@ -18,6 +18,7 @@ Differences from NNCF, on purpose:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -218,7 +219,13 @@ class MagnitudeSparsity(CompressionAlgorithm):
 
     # --- pure functions ---------------------------------------------------
 
-    def _masks(self, params: Any, level: jax.Array) -> tuple[dict, jax.Array]:
+    @functools.cached_property
+    def _masks(self):
+        # One compiled program instead of dozens of small eager ops at build
+        # time and in the facade; inside a caller's jit it simply inlines.
+        return jax.jit(self._compute_masks)
+
+    def _compute_masks(self, params: Any, level: jax.Array) -> tuple[dict, jax.Array]:
         flat = flatten_params(params)
         masks, thresholds = magnitude_masks(
             [flat[n] for n in self.targets], level, importance=self.importance, mode=self.mode
