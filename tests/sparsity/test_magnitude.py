@@ -116,7 +116,9 @@ def test_kth_smallest_is_exact_against_sort():
         assert float(fn([jnp.asarray(a) for a in arrays], k)) == flat[k]
 
 
-def test_masked_weights_get_zero_gradient_and_do_not_move(cnn, train_step_factory, make_magnitude_config):
+def test_masked_weights_get_zero_gradient_and_do_not_move(
+    cnn, train_step_factory, make_magnitude_config
+):
     import optax
 
     model, variables, x, y = cnn
