@@ -37,12 +37,11 @@ Example:
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +57,13 @@ from rich.table import Table
 
 import nncf_jax as nj
 from nncf_jax.errors import CheckpointError, ConfigError, UsageError
+from nncf_jax.examples.digits_data import (
+    CNN,
+    DigitsData,
+    load_digits_data,
+)
+from nncf_jax.examples.train_settings import TrainSettings
+from nncf_jax.examples.train_settings import sample_shape as config_sample_shape
 
 __all__ = [
     "CNN",
@@ -68,207 +74,7 @@ __all__ = [
     "run",
 ]
 
-IMAGE_SHAPE = (8, 8, 1)
-NUM_CLASSES = 10
 DEFAULT_OUT_ROOT = Path("runs") / "digits"
-
-_DEFAULTS = {"epochs": 30, "batch_size": 128, "type": "adam", "base_lr": 1e-3, "weight_decay": 0.0}
-_OPTIMIZER_KEYS = ("type", "base_lr", "weight_decay")
-_OPTIMIZER_TYPES = ("adam", "adamw", "sgd")
-_SPLIT_SEED = 0
-_TEST_FRACTION = 0.2
-
-
-# --- data and model ------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DigitsData:
-    """The digits split.
-
-    Attributes:
-      x_train: float32 ``(1437, 8, 8, 1)`` in [0, 1].
-      y_train: int32 ``(1437,)`` labels 0-9.
-      x_test: float32 ``(360, 8, 8, 1)``.
-      y_test: int32 ``(360,)``.
-    """
-
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
-
-
-def load_digits_data() -> DigitsData:
-    """Loads scikit-learn's digits, scaled to [0, 1] and split stratified 80/20 (fixed seed).
-
-    Returns:
-      A `DigitsData`, identical on every call.
-
-    Raises:
-      UsageError: scikit-learn is not installed.
-    """
-    try:
-        from sklearn.datasets import load_digits
-        from sklearn.model_selection import train_test_split
-    except ImportError:
-        raise UsageError(
-            "the digits example needs scikit-learn for its data: "
-            "pip install 'nncf-jax[examples]' (or pip install scikit-learn)"
-        ) from None
-    digits = load_digits()
-    # Pixel values are integers 0..16.
-    x = (digits.images / 16.0).astype(np.float32)[..., None]
-    y = digits.target.astype(np.int32)
-    x_train, x_test, y_train, y_test = train_test_split(
-        x, y, test_size=_TEST_FRACTION, stratify=y, random_state=_SPLIT_SEED
-    )
-    return DigitsData(x_train, y_train, x_test, y_test)
-
-
-class CNN(nn.Module):
-    """conv3×3(32)-relu, conv3×3(64)-relu, avgpool 2×2, dense(128)-relu, dense(10).
-
-    ``(N, 8, 8, 1)`` float32 images -> ``(N, 10)`` logits; 151,306 params.
-    A plain ``flax.linen`` module: nncf-jax compresses it without edits.
-    """
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        x = nn.relu(nn.Conv(32, (3, 3))(x))
-        x = nn.relu(nn.Conv(64, (3, 3))(x))
-        x = nn.avg_pool(x, (2, 2), strides=(2, 2))
-        x = x.reshape((x.shape[0], -1))
-        x = nn.relu(nn.Dense(128)(x))
-        return nn.Dense(NUM_CLASSES)(x)
-
-
-# --- settings ------------------------------------------------------------------
-
-
-def _positive_int(value: Any, where: str, error) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise error(where, f"expected a positive integer, got {value!r}")
-    return value
-
-
-def _positive_float(value: Any, where: str, error, *, allow_zero: bool = False) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value < 0 or (value == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise error(where, f"expected a finite number {bound}, got {value!r}")
-    return float(value)
-
-
-def _argument_error(where: str, message: str) -> UsageError:
-    return UsageError(f"{where}: {message}")
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    """The training keys of a config, after keyword overrides.
-
-    Attributes:
-      epochs: number of epochs.
-      batch_size: images per optimizer step.
-      optimizer: ``"adam"``, ``"adamw"`` or ``"sgd"``.
-      lr: the (constant) learning rate, ``optimizer.base_lr``.
-      weight_decay: ``optimizer.weight_decay`` (decoupled for adamw, L2 otherwise).
-    """
-
-    epochs: int
-    batch_size: int
-    optimizer: str
-    lr: float
-    weight_decay: float
-
-    @classmethod
-    def from_config(
-        cls,
-        config: Mapping[str, Any],
-        *,
-        epochs: int | None = None,
-        batch_size: int | None = None,
-        lr: float | None = None,
-    ) -> TrainSettings:
-        """Reads ``epochs``, ``batch_size`` and ``optimizer`` from the config root.
-
-        Raises:
-          ConfigError: a config key has a bad value (the message names it).
-          UsageError: an override has a bad value.
-        """
-        optimizer = config.get("optimizer", {})
-        if not isinstance(optimizer, Mapping):
-            raise ConfigError("optimizer", f"expected an object, got {optimizer!r}")
-        unknown = sorted(set(optimizer) - set(_OPTIMIZER_KEYS))
-        if unknown:
-            # Silently dropping e.g. an LR schedule would train something else than asked.
-            raise ConfigError(
-                f"optimizer.{unknown[0]}",
-                f"the digits job does not support this key; supported: {', '.join(_OPTIMIZER_KEYS)}",
-            )
-        kind = optimizer.get("type", _DEFAULTS["type"])
-        if not isinstance(kind, str) or kind.lower() not in _OPTIMIZER_TYPES:
-            raise ConfigError(
-                "optimizer.type",
-                f"expected one of {', '.join(map(repr, _OPTIMIZER_TYPES))}, got {kind!r}",
-            )
-        return cls(
-            epochs=_positive_int(epochs, "epochs", _argument_error)
-            if epochs is not None
-            else _positive_int(config.get("epochs", _DEFAULTS["epochs"]), "epochs", ConfigError),
-            batch_size=_positive_int(batch_size, "batch_size", _argument_error)
-            if batch_size is not None
-            else _positive_int(
-                config.get("batch_size", _DEFAULTS["batch_size"]), "batch_size", ConfigError
-            ),
-            optimizer=kind.lower(),
-            lr=_positive_float(lr, "lr", _argument_error)
-            if lr is not None
-            else _positive_float(
-                optimizer.get("base_lr", _DEFAULTS["base_lr"]), "optimizer.base_lr", ConfigError
-            ),
-            weight_decay=_positive_float(
-                optimizer.get("weight_decay", _DEFAULTS["weight_decay"]),
-                "optimizer.weight_decay",
-                ConfigError,
-                allow_zero=True,
-            ),
-        )
-
-    def make_optimizer(self) -> optax.GradientTransformation:
-        """The optax optimizer these settings describe."""
-        if self.optimizer == "adamw":
-            return optax.adamw(self.lr, weight_decay=self.weight_decay)
-        base = optax.adam(self.lr) if self.optimizer == "adam" else optax.sgd(self.lr, momentum=0.9)
-        if self.weight_decay:
-            return optax.chain(optax.add_decayed_weights(self.weight_decay), base)
-        return base
-
-    def to_config(self) -> dict[str, Any]:
-        """The training keys as they go into a config."""
-        optimizer = {"type": self.optimizer, "base_lr": self.lr}
-        if self.weight_decay:
-            optimizer["weight_decay"] = self.weight_decay
-        return {"epochs": self.epochs, "batch_size": self.batch_size, "optimizer": optimizer}
-
-
-def _sample_shape(config: Mapping[str, Any]) -> tuple[int, ...]:
-    info = config.get("input_info", {"sample_size": [1, *IMAGE_SHAPE]})
-    if isinstance(info, list):
-        if len(info) != 1:
-            raise ConfigError("input_info", f"the digits CNN has one input, got {len(info)}")
-        info, where = info[0], "input_info[0].sample_size"
-    else:
-        where = "input_info.sample_size"
-    shape = tuple(info["sample_size"])
-    if shape[1:] != IMAGE_SHAPE:
-        raise ConfigError(
-            where,
-            f"the digits images are {list(IMAGE_SHAPE)} (height, width, channels), so the "
-            f"sample size must be [N, {', '.join(map(str, IMAGE_SHAPE))}]; got {list(shape)}",
-        )
-    return shape
 
 
 # --- helpers -------------------------------------------------------------------
@@ -402,7 +208,7 @@ def run(
     settings = TrainSettings.from_config(config, epochs=epochs, batch_size=batch_size, lr=lr)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise UsageError(f"seed: expected a non-negative integer, got {seed!r}")
-    sample_shape = _sample_shape(config)
+    sample_shape = config_sample_shape(config)
     data = load_digits_data()
     n_train = len(data.x_train)
     steps_per_epoch = n_train // settings.batch_size
@@ -639,7 +445,7 @@ def latest_statistics(run_dir: str | os.PathLike) -> tuple[int, str]:
     config = nj.NNCFConfig.from_json(config_file)
     settings = TrainSettings.from_config(config)
     model = CNN()
-    variables = _init_variables(model, 0, _sample_shape(config))
+    variables = _init_variables(model, 0, config_sample_shape(config))
     steps_per_epoch = len(load_digits_data().x_train) // settings.batch_size
     ctrl, cstate = nj.create_compressed_model(
         model, variables, config, steps_per_epoch=steps_per_epoch
