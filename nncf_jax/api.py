@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import numpy as np
+
 from nncf_jax.config import NNCFConfig
 from nncf_jax.core.controller import CompressionController
 from nncf_jax.core.paths import flatten_params
@@ -110,6 +112,7 @@ def create_compressed_model(
         apply_fn,
         has_collections=has_collections,
         steps_per_epoch=context.steps_per_epoch,
+        param_shapes={n: tuple(np.shape(v)) for n, v in flatten_params(params).items()},
     )
     ctrl.params = params
     ctrl.state = ctrl.init_state(params)

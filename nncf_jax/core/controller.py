@@ -21,9 +21,11 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from nncf_jax.core.algorithm import CompressionAlgorithm
+from nncf_jax.core.paths import flatten_params
 from nncf_jax.core.scheduler import Scheduler
 from nncf_jax.core.stage import CompressionStage, combine_stages
 from nncf_jax.core.state import (
@@ -53,6 +55,8 @@ class CompressionController:
       has_collections: whether variables are ``{"params": ..., ...}`` (Flax
         linen) or the params tree itself.
       steps_per_epoch: optimizer steps per epoch, or None.
+      param_shapes: ``{param path: shape}`` of the params the controller was
+        built for; params passed later are checked against it.
     """
 
     def __init__(
@@ -62,6 +66,7 @@ class CompressionController:
         *,
         has_collections: bool = True,
         steps_per_epoch: int | None = None,
+        param_shapes: Mapping[str, tuple[int, ...]] | None = None,
         _root: CompressionController | None = None,
     ):
         self._algorithms = tuple(algorithms)
@@ -69,6 +74,7 @@ class CompressionController:
         self._has_collections = has_collections
         self.steps_per_epoch = steps_per_epoch
         self._root = _root
+        self._param_shapes = None if param_shapes is None else dict(param_shapes)
         self._state: CompressionState | None = None
         self._params: Any = None
         self._names = {a.name: a.name for a in self._algorithms}
@@ -98,6 +104,7 @@ class CompressionController:
                 self._apply_fn,
                 has_collections=self._has_collections,
                 steps_per_epoch=self.steps_per_epoch,
+                param_shapes=self._param_shapes,
                 _root=root,
             )
             for a in self._algorithms
@@ -126,8 +133,7 @@ class CompressionController:
         if self._root is not None:
             self._root.state = value
             return
-        if not isinstance(value, CompressionState):
-            raise UsageError(f"ctrl.state must be a CompressionState, got {type(value).__name__}")
+        self._states(value)
         self._state = value
 
     @property
@@ -171,6 +177,43 @@ class CompressionController:
 
     # --- functional API (jit-safe) ----------------------------------------
 
+    def _states(self, state: Any) -> dict[str, Any]:
+        """``state.algorithms``, checked to belong to this controller (trace time, free)."""
+        if not isinstance(state, CompressionState):
+            raise StateMismatchError(
+                f"expected the CompressionState of this controller, got {type(state).__name__}"
+            )
+        missing = [a.name for a in self._algorithms if a.name not in state.algorithms]
+        if missing:
+            raise StateMismatchError(
+                f"this compression state has no entry for {missing}; it holds "
+                f"{sorted(state.algorithms)} (was it made by another controller?)"
+            )
+        return state.algorithms
+
+    def check_params(self, params: Any) -> None:
+        """Raises `StateMismatchError` if ``params`` are not shaped like those built for.
+
+        Runs at trace time (shapes are static), so it costs nothing per step.
+        """
+        if self._param_shapes is None:
+            return
+        given = {n: tuple(np.shape(v)) for n, v in flatten_params(params).items()}
+        if given == self._param_shapes:
+            return
+        removed = [n for n in self._param_shapes if n not in given]
+        added = [n for n in given if n not in self._param_shapes]
+        reshaped = [
+            f"{n}: built for {self._param_shapes[n]}, got {given[n]}"
+            for n in given
+            if n in self._param_shapes and given[n] != self._param_shapes[n]
+        ]
+        raise StateMismatchError(
+            "these params do not match the model the controller was built for; "
+            f"removed: {removed or 'none'}; added: {added or 'none'}; "
+            f"shape changes: {reshaped or 'none'} (rebuild with create_compressed_model)"
+        )
+
     def init_state(self, params: Any) -> CompressionState:
         """The initial compression state for ``params`` (counters at -1)."""
         return CompressionState(
@@ -181,8 +224,10 @@ class CompressionController:
 
     def compress_params(self, params: Any, state: CompressionState) -> Any:
         """The params the compressed forward uses (masks applied, ...)."""
+        states = self._states(state)
+        self.check_params(params)
         for a in self._algorithms:
-            params = a.compress_params(params, state.algorithms[a.name])
+            params = a.compress_params(params, states[a.name])
         return params
 
     def apply(self, variables: Any, state: CompressionState, *inputs: Any, **kwargs: Any) -> Any:
@@ -204,15 +249,18 @@ class CompressionController:
         """
         params = self.params if params is None else params
         state = self.state if state is None else state
+        states = self._states(state)
         total = jnp.float32(0.0)
         for a in self._algorithms:
-            total = total + a.loss(params, state.algorithms[a.name])
+            total = total + a.loss(params, states[a.name])
         return total
 
     def filter_updates(self, updates: Any, state: CompressionState) -> Any:
         """Zeroes the optimizer updates of compressed-away weights."""
+        states = self._states(state)
+        self.check_params(updates)
         for a in self._algorithms:
-            updates = a.filter_updates(updates, state.algorithms[a.name])
+            updates = a.filter_updates(updates, states[a.name])
         return updates
 
     def tick(
@@ -229,7 +277,7 @@ class CompressionController:
         return self._advance(state, clock, params_fn, new_epoch=new_epoch, new_step=enabled)
 
     def _advance(self, state, clock, params_fn, *, new_epoch, new_step) -> CompressionState:
-        algorithms = dict(state.algorithms)
+        algorithms = dict(self._states(state))
         for a in self._algorithms:
             algorithms[a.name] = a.advance(
                 algorithms[a.name], params_fn, clock, new_epoch=new_epoch, new_step=new_step
@@ -252,8 +300,9 @@ class CompressionController:
         variables = self._with_params({}, self.params) if variables is None else variables
         state = self.state if state is None else state
         params = self._params_of(variables)
+        states = self._states(state)
         for a in self._algorithms:
-            params = a.strip_params(params, state.algorithms[a.name])
+            params = a.strip_params(params, states[a.name])
         return self._with_params(variables, params)
 
     # --- NNCF facade ------------------------------------------------------

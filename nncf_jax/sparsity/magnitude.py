@@ -58,14 +58,20 @@ _MODES = ("global", "local")
 def weight_importance(w: jax.Array, kind: str) -> jax.Array:
     """``|w|`` (``abs``) or ``|w| / ||w||_2`` (``normed_abs``), float32, shaped like ``w``.
 
-    An all-zero tensor has importance 0 everywhere under ``normed_abs``
-    (NNCF divides by zero there and gets NaN).
+    Non-finite weights have a defined place: NaN gets importance 0 (it ranks
+    lowest, so it is pruned first at any level above 0, and a pruned weight
+    is exactly 0 in the forward); +-Inf gets importance +Inf (kept). The norm
+    of ``normed_abs`` is taken over the finite entries, so one NaN does not
+    poison its tensor. An all-zero tensor has importance 0 everywhere (NNCF
+    divides by zero there and gets NaN).
     """
     magnitude = jnp.abs(w.astype(jnp.float32))
+    magnitude = jnp.where(jnp.isnan(magnitude), 0.0, magnitude)
     if kind == "abs":
         return magnitude
-    norm = jnp.sqrt(jnp.sum(magnitude * magnitude))
-    return jnp.where(norm > 0, magnitude / jnp.where(norm > 0, norm, 1.0), 0.0)
+    finite = jnp.where(jnp.isfinite(magnitude), magnitude, 0.0)
+    norm = jnp.sqrt(jnp.sum(finite * finite))
+    return jnp.where(norm > 0, magnitude / jnp.where(norm > 0, norm, 1.0), magnitude)
 
 
 def _rank(count: int, level: jax.Array) -> jax.Array:

@@ -9,7 +9,7 @@ from nncf_jax.core.registry import BuildContext, register_algorithm
 from nncf_jax.errors import ScopeError
 from nncf_jax.sparsity.const import ConstSparsity
 from nncf_jax.sparsity.magnitude import MagnitudeSparsity
-from nncf_jax.sparsity.masks import eligible_weights
+from nncf_jax.sparsity.masks import eligible_weights, warn_non_finite_weights
 
 __all__ = ["build_const_sparsity", "build_magnitude_sparsity", "select_weights"]
 
@@ -29,6 +29,7 @@ def select_weights(section, context: BuildContext) -> list[str]:
             f"no weight left to compress for {section.name!r} after ignored_scopes/target_scopes "
             f"(eligible weights: {', '.join(eligible_weights(context.params)) or 'none'})",
         )
+    warn_non_finite_weights(context.params, targets, f"{section.path} ({section.name})")
     return targets
 
 

@@ -2,11 +2,13 @@
 
 Masks are bool arrays shaped like the weights they cover, stored at the
 weight's path (``{"Conv_0": {"kernel": mask}}``); untargeted params have no
-mask. Weights are used as ``w * mask``, so a pruned weight gets zero gradient.
+mask. Weights are used as ``where(mask, w, 0)``: a pruned weight gets zero
+gradient, and a pruned NaN or Inf weight really is 0 (``NaN * 0`` is NaN).
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +19,7 @@ import numpy as np
 
 from nncf_jax.core.paths import flatten_params, param_path
 from nncf_jax.core.statistics import make_table, render_tables
+from nncf_jax.errors import StateMismatchError
 
 __all__ = [
     "LayerSparsity",
@@ -25,37 +28,59 @@ __all__ = [
     "eligible_weights",
     "mask_updates",
     "model_sparsity_statistics",
+    "warn_non_finite_weights",
 ]
 
 
 def eligible_weights(params: Any) -> list[str]:
     """Paths of the params a sparsity algorithm may target.
 
-    Floating-point leaves of rank >= 2: convolution, dense, einsum and
-    embedding kernels. Biases, norm scales and integer leaves are never
-    sparsified (NNCF sparsifies the weights of conv/linear/embedding layers).
+    Non-empty floating-point leaves of rank >= 2: convolution, dense, einsum
+    and embedding kernels. Biases, norm scales, scalars, empty arrays and
+    integer leaves are never sparsified (NNCF sparsifies the weights of
+    conv/linear/embedding layers).
     """
     return [
         name
         for name, leaf in flatten_params(params).items()
-        if jnp.ndim(leaf) >= 2 and jnp.issubdtype(jnp.result_type(leaf), jnp.floating)
+        if jnp.ndim(leaf) >= 2
+        and jnp.size(leaf) > 0
+        and jnp.issubdtype(jnp.result_type(leaf), jnp.floating)
     ]
 
 
 def apply_masks(params: Any, masks: Any) -> Any:
-    """``w * mask`` for every masked weight; other leaves unchanged.
+    """``where(mask, w, 0)`` for every masked weight; other leaves unchanged.
 
     Args:
       params: params pytree.
       masks: nested dict of bool masks at weight paths (a sub-tree of params).
     """
     flat_masks = flatten_params(masks)
+    _check_masks_fit(flat_masks, params)
 
     def one(path, w):
         mask = flat_masks.get(param_path(path))
-        return w if mask is None else w * mask.astype(w.dtype)
+        return w if mask is None else jnp.where(mask, w, jnp.zeros((), w.dtype))
 
     return jax.tree_util.tree_map_with_path(one, params)
+
+
+def _check_masks_fit(flat_masks: Mapping[str, Any], params: Any) -> None:
+    # Shapes are static: this runs at trace time and costs nothing per step.
+    flat = flatten_params(params)
+    missing = [n for n in flat_masks if n not in flat]
+    reshaped = [
+        f"{n}: mask {tuple(np.shape(m))}, param {tuple(np.shape(flat[n]))}"
+        for n, m in flat_masks.items()
+        if n in flat and np.shape(m) != np.shape(flat[n])
+    ]
+    if missing or reshaped:
+        raise StateMismatchError(
+            "the compression state does not fit these params (was the model changed since "
+            f"create_compressed_model?); masks for params that are gone: {missing or 'none'}; "
+            f"shape changes: {reshaped or 'none'}"
+        )
 
 
 def mask_updates(updates: Any, masks: Any) -> Any:
@@ -158,3 +183,27 @@ def model_sparsity_statistics(params: Any, masks: Any) -> SparsifiedModelStatist
         sparsity_level_for_layers=sum(zeros[n] for n in targets) / max(targeted, 1),
         sparsified_layers_summary=layers,
     )
+
+
+@jax.jit
+def _non_finite_counts(leaves: list[jax.Array]) -> list[tuple[jax.Array, jax.Array]]:
+    return [(jnp.sum(jnp.isnan(x)), jnp.sum(jnp.isinf(x))) for x in leaves]
+
+
+def warn_non_finite_weights(params: Any, targets: list[str], algorithm: str) -> None:
+    """Warns, naming each param, when targeted weights hold NaN or Inf (host side, build time).
+
+    The behaviour is defined (see `weight_importance`): NaN weights rank
+    lowest and are pruned first, Inf weights rank highest and are kept.
+    """
+    flat = flatten_params(params)
+    counts = jax.device_get(_non_finite_counts([flat[n] for n in targets]))
+    for name, (nans, infs) in zip(targets, counts, strict=True):
+        if nans or infs:
+            warnings.warn(
+                f"{name}: {int(nans)} NaN and {int(infs)} Inf weights under {algorithm}; NaN "
+                "weights rank lowest (pruned first at any level above 0, then exactly 0), "
+                "Inf weights rank highest (kept)",
+                RuntimeWarning,
+                stacklevel=3,
+            )
