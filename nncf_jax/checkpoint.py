@@ -1,13 +1,18 @@
 """Orbax checkpoints that carry the compression state beside the weights.
 
 One checkpoint step holds, written atomically by orbax (a temporary folder
-renamed when complete):
+``<step>.orbax-checkpoint-tmp`` renamed to ``<step>`` when complete):
 
 - ``train``: a pytree ``{"variables", "opt_state", "cstate"}`` (`StandardSave`),
   so masks, levels and counters restore bit for bit with their dtypes and,
   with sharded targets, their shardings;
 - ``compression_state``: ``ctrl.get_compression_state()`` as JSON, NNCF's
-  portable resume dict.
+  portable resume dict;
+- ``integrity``: JSON, a 64-bit checksum of every array of ``train`` taken
+  at save time, so damaged array bytes are caught on restore instead of
+  being trained on.
+
+Nothing is pickled: arrays go through TensorStore, the rest is JSON.
 
 Example:
   >>> with nj.checkpoint.CheckpointManager("runs/ckpt") as mngr:  # doctest: +SKIP
@@ -18,15 +23,22 @@ Example:
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
 
-from nncf_jax.errors import CheckpointError
+from nncf_jax.errors import CheckpointError, StateMismatchError
 
 __all__ = ["CheckpointManager", "Restored"]
+
+_TRAIN, _JSON, _INTEGRITY = "train", "compression_state", "integrity"
+_INTEGRITY_FORMAT = "nncf_jax.checkpoint.integrity/1"
+_MAX_LISTED = 20  # mismatching paths listed in one message
 
 
 @dataclass(frozen=True)
@@ -52,13 +64,146 @@ def _abstract(tree: Any) -> Any:
     return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
 
 
+def _key_name(key: Any) -> str:
+    for attr in ("key", "name", "idx"):
+        if hasattr(key, attr):
+            return str(getattr(key, attr))
+    return str(key)
+
+
+def _flat(tree: Any) -> dict[str, Any]:
+    """``{"variables/params/Dense_0/kernel": leaf}``; dict keys, NamedTuple and
+    dataclass fields and sequence indices all become path segments, so a
+    template and orbax's metadata (which stores NamedTuples as dicts) agree."""
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {"/".join(_key_name(k) for k in path): leaf for path, leaf in leaves}
+
+
+def _describe(shape: Any, dtype: Any) -> str:
+    return f"{tuple(shape)} {np.dtype(dtype).name}" if dtype is not None else str(tuple(shape))
+
+
+def _tree_mismatches(saved: Mapping[str, Any], expected: Mapping[str, Any]) -> list[str]:
+    """Lines naming every path where the checkpoint's tree and the template differ."""
+    lines = []
+    for path in sorted(set(saved) | set(expected)):
+        if path not in expected:
+            lines.append(f"{path}: in the checkpoint, not in this model/optimizer/state")
+            continue
+        if path not in saved:
+            lines.append(f"{path}: expected by this model/optimizer/state, not in the checkpoint")
+            continue
+        s, e = saved[path], expected[path]
+        s_shape, e_shape = getattr(s, "shape", None), np.shape(e)
+        s_dtype, e_dtype = getattr(s, "dtype", None), getattr(e, "dtype", None)
+        if s_shape is not None and tuple(s_shape) != tuple(e_shape):
+            lines.append(f"{path}: saved {tuple(s_shape)}, expected {tuple(e_shape)}")
+        elif s_dtype is not None and e_dtype is not None and np.dtype(s_dtype) != np.dtype(e_dtype):
+            lines.append(
+                f"{path}: saved dtype {np.dtype(s_dtype).name}, "
+                f"expected {np.dtype(e_dtype).name}"
+            )
+    return lines
+
+
+def _reason(e: BaseException) -> str:
+    """``"Type: first line"`` of an orbax / TensorStore error, capped (the whole
+    error stays chained as ``__cause__``)."""
+    text = str(e).strip().splitlines()
+    first = text[0] if text else ""
+    return f"{type(e).__name__}: {first[:300]}{'...' if len(first) > 300 else ''}"
+
+
+def _listed(lines: list[str]) -> str:
+    shown = lines[:_MAX_LISTED]
+    more = f"\n  ... and {len(lines) - len(shown)} more" if len(lines) > len(shown) else ""
+    return "".join(f"\n  {line}" for line in shown) + more
+
+
+_MULTIPLIERS = (0x9E3779B1, 0x85EBCA77)  # odd: any one changed word changes each sum
+
+
+def _words(x: jax.Array) -> jax.Array | None:
+    """The array's bits as a flat uint32 vector (None for dtypes without a byte layout)."""
+    if jnp.issubdtype(x.dtype, jnp.complexfloating):
+        x = jnp.stack([x.real, x.imag], axis=-1)
+    if x.dtype == jnp.bool_:
+        return x.reshape(-1).astype(jnp.uint32)
+    unsigned = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32, 8: jnp.uint32}.get(x.dtype.itemsize)
+    if unsigned is None:
+        return None
+    try:
+        bits = jax.lax.bitcast_convert_type(x, unsigned)
+    except (TypeError, ValueError):  # sub-byte types (int4, ...)
+        return None
+    return bits.reshape(-1).astype(jnp.uint32)
+
+
+def _leaf_checksum(x: Any) -> jax.Array | None:
+    r"""Two position-weighted sums of the array's 32-bit words, modulo :math:`2^{32}`.
+
+    :math:`s_j = \sum_i w_{ji}\, b_i` with odd weights :math:`w_{ji} = (i\,m_j) | 1`,
+    so any single changed word changes both sums; an exact integer sum, hence
+    independent of sharding and reduction order. uint32[2], or None.
+    """
+    words = _words(jnp.asarray(x))
+    if words is None:
+        return None
+    index = jax.lax.iota(jnp.uint32, words.size)
+    return jnp.stack(
+        [jnp.sum(words * ((index * jnp.uint32(m)) | 1), dtype=jnp.uint32) for m in _MULTIPLIERS]
+    )
+
+
+@jax.jit
+def _checksums_device(leaves: dict[str, Any]) -> dict[str, Any]:
+    return {path: _leaf_checksum(leaf) for path, leaf in leaves.items()}
+
+
+def _checksums(tree: Any) -> dict[str, str | None]:
+    """``{path: "16 hex digits" or None}`` for every array leaf of ``tree``."""
+    sums = jax.device_get(_checksums_device(_flat(tree)))
+    return {
+        path: None if s is None else "".join(f"{int(v):08x}" for v in np.asarray(s))
+        for path, s in sums.items()
+    }
+
+
 class CheckpointManager:
     """An ``orbax.checkpoint.CheckpointManager`` for compressed training.
+
+    Guarantees (``tests/test_checkpoint_faults.py`` proves each):
+
+    - A step becomes visible only once complete: orbax writes into
+      ``<step>.orbax-checkpoint-tmp`` and renames it when everything is on
+      disk, so a job killed mid-save leaves that folder behind and
+      `all_steps` / `restore` ignore it (saving the same step again replaces
+      it). A save that fails raises `CheckpointError` — from `save`, or for a
+      failure in orbax's background thread, from the next call that waits
+      (`wait_until_finished`, `save`, `restore`, `close`).
+    - `restore` compares the checkpoint's tree (orbax's metadata) with the
+      templates before reading any array and raises `CheckpointError`
+      naming every path missing on one side or with another shape or dtype.
+      Given ``ctrl``, it also refuses a ``compression_state`` saved for
+      another algorithm set or other targets, with the reason.
+    - Damaged files (truncated, overwritten, deleted; invalid JSON) raise
+      `CheckpointError` naming the step and its folder; overwritten array
+      bytes that TensorStore would read back silently are caught by the
+      checksums written at save time. Restoring never writes, so earlier
+      steps stay as they were.
+    - **A damaged latest step is not skipped.** ``restore()`` without a step
+      raises, naming the damaged step and listing the earlier complete ones;
+      pass ``step=`` to take one of them deliberately (or delete the damaged
+      folder). Silently going back would retrain steps, and hide disk faults.
+    - Nothing in the load path unpickles.
 
     Args:
       directory: where checkpoints go (created if missing).
       max_to_keep: how many recent checkpoints to keep (None: all).
       save_interval_steps: save only every this many steps (unless forced).
+
+    Raises:
+      CheckpointError: the directory cannot be opened.
     """
 
     def __init__(
@@ -72,9 +217,16 @@ class CheckpointManager:
         options = ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep, save_interval_steps=save_interval_steps, create=True
         )
+        handlers = {
+            _TRAIN: ocp.StandardCheckpointHandler(),
+            _JSON: ocp.JsonCheckpointHandler(),
+            _INTEGRITY: ocp.JsonCheckpointHandler(),
+        }
         try:
-            self._manager = ocp.CheckpointManager(self.directory, options=options)
-        except (OSError, ValueError) as e:
+            self._manager = ocp.CheckpointManager(
+                self.directory, options=options, item_handlers=handlers
+            )
+        except Exception as e:
             raise CheckpointError(f"cannot open checkpoint directory {self.directory}: {e}") from e
 
     def save(
@@ -90,18 +242,31 @@ class CheckpointManager:
         """Saves one step asynchronously; returns whether a save was started.
 
         ``ctrl``'s facade handles are synced to ``variables`` / ``cstate``
-        first, so the JSON part describes the same state as the pytree.
+        first, so the JSON part describes the same state as the pytree. The
+        checksums are computed on device (one jitted reduction per array) and
+        only they are copied to the host here.
+
+        Raises:
+          CheckpointError: the save (or an earlier asynchronous one) failed;
+            no step becomes visible for a failed save.
         """
         ctrl.sync(variables, cstate)
+        compression_state = ctrl.get_compression_state()
         tree = {"variables": variables, "opt_state": opt_state, "cstate": cstate}
-        args = ocp.args.Composite(
-            train=ocp.args.StandardSave(tree),
-            compression_state=ocp.args.JsonSave(ctrl.get_compression_state()),
-        )
         try:
+            integrity = {"format": _INTEGRITY_FORMAT, "checksums": _checksums(tree)}
+            args = ocp.args.Composite(
+                **{
+                    _TRAIN: ocp.args.StandardSave(tree),
+                    _JSON: ocp.args.JsonSave(compression_state),
+                    _INTEGRITY: ocp.args.JsonSave(integrity),
+                }
+            )
             return bool(self._manager.save(int(step), args=args, force=force))
-        except (OSError, ValueError) as e:
-            raise CheckpointError(f"saving step {step} to {self.directory} failed: {e}") from e
+        except Exception as e:
+            raise CheckpointError(
+                f"saving step {step} to {self.directory} failed: {_reason(e)}"
+            ) from e
 
     def restore(
         self,
@@ -112,39 +277,118 @@ class CheckpointManager:
         opt_state: Any = None,
         ctrl: Any = None,
     ) -> Restored:
-        """Restores a step (the latest by default) into templates' structure and dtypes.
+        """Restores a step (the latest complete one by default) into the templates.
 
         Args:
-          step: which step; None for the latest complete one.
+          step: which step; None for the latest complete one (if that one is
+            damaged this raises rather than falling back, see the class doc).
           variables, cstate, opt_state: templates (e.g. freshly initialised
-            values); only their structure, shapes, dtypes and shardings are used.
-          ctrl: if given, its facade handles are synced to the restored values.
+            values, or ``jax.ShapeDtypeStruct`` trees); only their structure,
+            shapes, dtypes and shardings are used, and they must match the
+            checkpoint exactly (no silent casts).
+          ctrl: if given, the saved ``compression_state`` must fit its
+            algorithms and targets, and its facade handles are synced to the
+            restored values.
+
+        Returns:
+          `Restored`.
 
         Raises:
-          CheckpointError: nothing to restore, or the checkpoint does not fit
-            the templates (the message carries orbax's account of the paths).
+          CheckpointError: nothing to restore; the step does not exist; the
+            checkpoint does not fit the templates or ``ctrl`` (the message
+            names every mismatching path); or its files are damaged (the
+            message names the step folder and the other complete steps).
         """
-        self._manager.wait_until_finished()
-        step = self.latest_step() if step is None else int(step)
+        self.wait_until_finished()
+        steps = self.all_steps()
         if step is None:
-            raise CheckpointError(f"no complete checkpoint in {self.directory}")
-        if step not in self.all_steps():
+            if not steps:
+                raise CheckpointError(f"no complete checkpoint in {self.directory}")
+            step = steps[-1]
+        step = int(step)
+        if step not in steps:
             raise CheckpointError(
-                f"no checkpoint for step {step} in {self.directory}; available: {self.all_steps()}"
+                f"no checkpoint for step {step} in {self.directory}; available: {steps}"
             )
+        where = os.path.join(self.directory, str(step))
+        others = [s for s in steps if s != step]
+
+        def damaged(reason: str) -> CheckpointError:
+            hint = (
+                f"; other complete steps here: {others} (restore(step={others[-1]}, ...) "
+                "takes the newest of them; nothing was changed on disk)"
+                if others
+                else "; there is no other complete step here"
+            )
+            return CheckpointError(
+                f"checkpoint step {step} at {where} is damaged or incomplete: {reason}{hint}"
+            )
+
+        def misfit(reason: str) -> CheckpointError:
+            return CheckpointError(
+                f"checkpoint step {step} at {where} cannot be restored into this "
+                f"model/optimizer/compression state: {reason}"
+            )
+
         target = {"variables": variables, "opt_state": opt_state, "cstate": cstate}
-        args = ocp.args.Composite(
-            train=ocp.args.StandardRestore(_abstract(target)),
-            compression_state=ocp.args.JsonRestore(),
-        )
         try:
-            restored = self._manager.restore(step, args=args)
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise CheckpointError(
-                f"checkpoint step {step} in {self.directory} cannot be restored into this "
-                f"model/optimizer/compression state: {e}"
-            ) from e
-        train = restored["train"]
+            metadata = self._manager.item_metadata(step)
+            items = set(metadata.keys())
+            tree_metadata = metadata[_TRAIN] if _TRAIN in items else None
+            saved_tree = getattr(tree_metadata, "tree", None)
+        except Exception as e:
+            raise damaged(f"its metadata cannot be read ({_reason(e)})") from e
+        if _TRAIN not in items or _JSON not in items or saved_tree is None:
+            missing = sorted({_TRAIN, _JSON} - items) or [f"{_TRAIN}/_METADATA"]
+            raise damaged(f"missing {missing}")
+        lines = _tree_mismatches(_flat(saved_tree), _flat(target))
+        if lines:
+            raise misfit(f"{len(lines)} mismatching path(s):{_listed(lines)}")
+
+        has_integrity = _INTEGRITY in items
+        json_args = {_JSON: ocp.args.JsonRestore()}
+        if has_integrity:
+            json_args[_INTEGRITY] = ocp.args.JsonRestore()
+        try:
+            json_items = self._manager.restore(step, args=ocp.args.Composite(**json_args))
+        except Exception as e:
+            raise damaged(f"its JSON cannot be read ({_reason(e)})") from e
+        compression_state = json_items[_JSON]
+        if not (
+            isinstance(compression_state, Mapping)
+            and isinstance(compression_state.get("builder_state"), Mapping)
+            and isinstance(compression_state.get("ctrl_state"), Mapping)
+        ):
+            raise damaged(
+                f"{_JSON} is not a get_compression_state() dict with 'builder_state' and "
+                f"'ctrl_state' (got {str(compression_state)[:200]!r})"
+            )
+        checksums = None
+        if has_integrity:
+            record = json_items[_INTEGRITY]
+            if not (
+                isinstance(record, Mapping)
+                and record.get("format") == _INTEGRITY_FORMAT
+                and isinstance(record.get("checksums"), Mapping)
+            ):
+                raise damaged(f"{_INTEGRITY} is not a {_INTEGRITY_FORMAT} record")
+            checksums = record["checksums"]
+        if ctrl is not None:
+            self._check_builder_state(ctrl, compression_state["builder_state"], misfit)
+
+        args = ocp.args.Composite(**{_TRAIN: ocp.args.StandardRestore(_abstract(target))})
+        try:
+            train = self._manager.restore(step, args=args)[_TRAIN]
+        except Exception as e:
+            raise damaged(f"its arrays cannot be read ({_reason(e)})") from e
+        if checksums is not None:
+            bad = [
+                f"{path}: the bytes read back do not match the checksum written at save time"
+                for path, value in _checksums(train).items()
+                if checksums.get(path) != value
+            ]
+            if bad:
+                raise damaged(f"{len(bad)} array(s) corrupted:{_listed(bad)}")
         if ctrl is not None:
             ctrl.sync(train["variables"], train["cstate"])
         return Restored(
@@ -152,25 +396,60 @@ class CheckpointManager:
             variables=train["variables"],
             opt_state=train["opt_state"],
             cstate=train["cstate"],
-            compression_state=dict(restored["compression_state"]),
+            compression_state=dict(compression_state),
         )
 
+    @staticmethod
+    def _check_builder_state(ctrl: Any, saved: Mapping[str, Any], misfit: Any) -> None:
+        current = ctrl.get_compression_state()["builder_state"]
+        if set(saved) != set(current):
+            raise misfit(
+                f"its compression_state was saved for algorithms {sorted(saved)}, "
+                f"this config has {sorted(current)}"
+            )
+        for algorithm in ctrl.algorithms:
+            if algorithm.name not in saved:
+                continue
+            try:
+                algorithm.check_builder_state(saved[algorithm.name])
+            except StateMismatchError as e:
+                raise misfit(str(e)) from e
+
     def latest_step(self) -> int | None:
-        """Latest complete step, or None."""
-        return self._manager.latest_step()
+        """Latest complete step on disk, or None."""
+        steps = self.all_steps()
+        return steps[-1] if steps else None
 
     def all_steps(self) -> list[int]:
-        """All complete steps, ascending."""
-        return sorted(self._manager.all_steps())
+        """All complete steps on disk, ascending (temporary folders of unfinished saves excluded)."""
+        # Read from disk, not orbax's cache: that cache also lists a step whose
+        # asynchronous save is still running.
+        return sorted(ocp.path.step.checkpoint_steps(self.directory))
 
     def wait_until_finished(self) -> None:
-        """Blocks until asynchronous saves are on disk."""
-        self._manager.wait_until_finished()
+        """Blocks until asynchronous saves are on disk.
+
+        Raises:
+          CheckpointError: an asynchronous save failed (its step is not visible).
+        """
+        try:
+            self._manager.wait_until_finished()
+            self._manager.check_for_errors()
+        except Exception as e:
+            raise CheckpointError(
+                f"an asynchronous save to {self.directory} failed: {_reason(e)}"
+            ) from e
 
     def close(self) -> None:
-        """Waits for pending saves and releases orbax's resources."""
-        self._manager.wait_until_finished()
-        self._manager.close()
+        """Waits for pending saves and releases orbax's resources.
+
+        Raises:
+          CheckpointError: a pending save failed (orbax's resources are released anyway).
+        """
+        try:
+            self.wait_until_finished()
+        finally:
+            self._manager.close()
 
     def __enter__(self) -> CheckpointManager:
         return self

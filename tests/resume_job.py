@@ -48,15 +48,8 @@ def batch(step):
     return x, y
 
 
-def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("out")
-    parser.add_argument("total", type=int)
-    parser.add_argument("--stop-after", type=int)
-    parser.add_argument("--resume", action="store_true")
-    args = parser.parse_args()
-    out = pathlib.Path(args.out)
-
+def build():
+    """The job's model, optimizer and jitted step: ``(ctrl, variables, opt_state, cstate, step)``."""
     model = Net()
     variables = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))
     ctrl, cstate = nj.create_compressed_model(model, variables, CONFIG)
@@ -76,6 +69,25 @@ def main():
         updates, cstate = ctrl.transform.update(updates, cstate, params)
         return {**variables, "params": optax.apply_updates(params, updates)}, opt_state, cstate
 
+    return ctrl, variables, opt_state, cstate, train_step
+
+
+def save_leaves(path, variables, opt_state, cstate):
+    """Every leaf of params, optimizer state and compression state, in tree order."""
+    leaves = jax.tree.leaves((variables, opt_state, cstate))
+    np.savez(path, *[np.asarray(leaf) for leaf in leaves])
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("out")
+    parser.add_argument("total", type=int)
+    parser.add_argument("--stop-after", type=int)
+    parser.add_argument("--resume", action="store_true")
+    args = parser.parse_args()
+    out = pathlib.Path(args.out)
+
+    ctrl, variables, opt_state, cstate, train_step = build()
     start = 0
     with CheckpointManager(out / "ckpt", max_to_keep=2) as manager:
         if args.resume:
@@ -91,8 +103,7 @@ def main():
                     step + 1, ctrl=ctrl, variables=variables, opt_state=opt_state, cstate=cstate
                 )
                 return
-    leaves = jax.tree.leaves((variables, opt_state, cstate))
-    np.savez(out / "final.npz", *[np.asarray(leaf) for leaf in leaves])
+    save_leaves(out / "final.npz", variables, opt_state, cstate)
 
 
 if __name__ == "__main__":

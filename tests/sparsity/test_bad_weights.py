@@ -93,7 +93,7 @@ def test_params_changed_since_the_state_was_made_are_named(cnn):
 
 
 def test_a_state_from_another_controller_is_refused(cnn):
-    ctrl, cstate, variables, x = _built(cnn)
+    ctrl, _cstate, variables, x = _built(cnn)
     model = cnn[0]
     other, other_state = nj.create_compressed_model(
         model, variables, {"compression": {"algorithm": "const_sparsity"}}
