@@ -100,8 +100,7 @@ def _tree_mismatches(saved: Mapping[str, Any], expected: Mapping[str, Any]) -> l
             lines.append(f"{path}: saved {tuple(s_shape)}, expected {tuple(e_shape)}")
         elif s_dtype is not None and e_dtype is not None and np.dtype(s_dtype) != np.dtype(e_dtype):
             lines.append(
-                f"{path}: saved dtype {np.dtype(s_dtype).name}, "
-                f"expected {np.dtype(e_dtype).name}"
+                f"{path}: saved dtype {np.dtype(s_dtype).name}, expected {np.dtype(e_dtype).name}"
             )
     return lines
 
@@ -120,7 +119,14 @@ def _listed(lines: list[str]) -> str:
     return "".join(f"\n  {line}" for line in shown) + more
 
 
-_MULTIPLIERS = (0x9E3779B1, 0x85EBCA77)  # odd: any one changed word changes each sum
+_SEEDS = (0x9E3779B9, 0x85EBCA6B)  # one per 32-bit lane of the checksum
+
+
+def _mix(x: jax.Array) -> jax.Array:
+    """A bijection of uint32 that spreads every input bit over the word (lowbias32)."""
+    x = (x ^ (x >> 16)) * jnp.uint32(0x7FEB352D)
+    x = (x ^ (x >> 15)) * jnp.uint32(0x846CA68B)
+    return x ^ (x >> 16)
 
 
 def _words(x: jax.Array) -> jax.Array | None:
@@ -140,18 +146,21 @@ def _words(x: jax.Array) -> jax.Array | None:
 
 
 def _leaf_checksum(x: Any) -> jax.Array | None:
-    r"""Two position-weighted sums of the array's 32-bit words, modulo :math:`2^{32}`.
+    r"""Two position-weighted sums of the array's mixed 32-bit words, modulo :math:`2^{32}`.
 
-    :math:`s_j = \sum_i w_{ji}\, b_i` with odd weights :math:`w_{ji} = (i\,m_j) | 1`,
-    so any single changed word changes both sums; an exact integer sum, hence
-    independent of sharding and reduction order. uint32[2], or None.
+    :math:`s_j = \sum_i w_{ji}\, \mathrm{mix}(b_i)` with odd weights
+    :math:`w_{ji} = \mathrm{mix}(i + c_j) | 1`: ``mix`` is a bijection and the
+    weights are odd, so any single changed word changes both sums. An exact
+    integer sum, hence the same for any sharding and reduction order.
+    Returns uint32[2], or None for a dtype without a byte layout.
     """
     words = _words(jnp.asarray(x))
     if words is None:
         return None
     index = jax.lax.iota(jnp.uint32, words.size)
+    mixed = _mix(words)
     return jnp.stack(
-        [jnp.sum(words * ((index * jnp.uint32(m)) | 1), dtype=jnp.uint32) for m in _MULTIPLIERS]
+        [jnp.sum(mixed * (_mix(index + jnp.uint32(c)) | 1), dtype=jnp.uint32) for c in _SEEDS]
     )
 
 
@@ -160,12 +169,27 @@ def _checksums_device(leaves: dict[str, Any]) -> dict[str, Any]:
     return {path: _leaf_checksum(leaf) for path, leaf in leaves.items()}
 
 
+def _has_bytes(leaf: Any) -> bool:
+    if isinstance(leaf, bool | int | float | complex):
+        return True
+    dtype = getattr(leaf, "dtype", None)
+    if dtype is None or not hasattr(leaf, "shape"):
+        return False
+    if jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+        return False
+    return jnp.issubdtype(dtype, jnp.number) or jnp.issubdtype(dtype, jnp.bool_)
+
+
 def _checksums(tree: Any) -> dict[str, str | None]:
-    """``{path: "16 hex digits" or None}`` for every array leaf of ``tree``."""
-    sums = jax.device_get(_checksums_device(_flat(tree)))
+    """``{path: "16 hex digits" or None}`` for every leaf of ``tree`` (None: not
+    an array of numbers, e.g. a PRNG key or a string)."""
+    leaves = _flat(tree)
+    sums = jax.device_get(
+        _checksums_device({path: leaf for path, leaf in leaves.items() if _has_bytes(leaf)})
+    )
     return {
-        path: None if s is None else "".join(f"{int(v):08x}" for v in np.asarray(s))
-        for path, s in sums.items()
+        path: None if sums.get(path) is None else "".join(f"{int(v):08x}" for v in sums[path])
+        for path in leaves
     }
 
 
@@ -222,6 +246,7 @@ class CheckpointManager:
             _JSON: ocp.JsonCheckpointHandler(),
             _INTEGRITY: ocp.JsonCheckpointHandler(),
         }
+        self._in_flight: int | None = None  # step of the save orbax may still be writing
         try:
             self._manager = ocp.CheckpointManager(
                 self.directory, options=options, item_handlers=handlers
@@ -243,14 +268,17 @@ class CheckpointManager:
 
         ``ctrl``'s facade handles are synced to ``variables`` / ``cstate``
         first, so the JSON part describes the same state as the pytree. The
-        checksums are computed on device (one jitted reduction per array) and
-        only they are copied to the host here.
+        checksums are computed on device (one jitted call over the tree, compiled
+        once per tree structure) and only they are copied to the host here.
 
         Raises:
           CheckpointError: the save (or an earlier asynchronous one) failed;
             no step becomes visible for a failed save.
         """
+        self.wait_until_finished()  # orbax would wait too; this names a failed earlier step
         ctrl.sync(variables, cstate)
+        if not force and not self._manager.should_save(int(step)):
+            return False  # off the save interval, or not after the latest step
         compression_state = ctrl.get_compression_state()
         tree = {"variables": variables, "opt_state": opt_state, "cstate": cstate}
         try:
@@ -262,11 +290,14 @@ class CheckpointManager:
                     _INTEGRITY: ocp.args.JsonSave(integrity),
                 }
             )
-            return bool(self._manager.save(int(step), args=args, force=force))
+            started = bool(self._manager.save(int(step), args=args, force=force))
         except Exception as e:
             raise CheckpointError(
                 f"saving step {step} to {self.directory} failed: {_reason(e)}"
             ) from e
+        if started:
+            self._in_flight = int(step)
+        return started
 
     def restore(
         self,
@@ -315,10 +346,10 @@ class CheckpointManager:
 
         def damaged(reason: str) -> CheckpointError:
             hint = (
-                f"; other complete steps here: {others} (restore(step={others[-1]}, ...) "
-                "takes the newest of them; nothing was changed on disk)"
+                f"\n  other complete steps here: {others}; restore(step={others[-1]}, ...) "
+                "takes the newest of them (nothing was changed on disk)"
                 if others
-                else "; there is no other complete step here"
+                else "\n  there is no other complete step here"
             )
             return CheckpointError(
                 f"checkpoint step {step} at {where} is damaged or incomplete: {reason}{hint}"
@@ -432,12 +463,15 @@ class CheckpointManager:
         Raises:
           CheckpointError: an asynchronous save failed (its step is not visible).
         """
+        step, self._in_flight = self._in_flight, None
         try:
             self._manager.wait_until_finished()
             self._manager.check_for_errors()
         except Exception as e:
+            which = f"step {step}" if step is not None else "a step"
             raise CheckpointError(
-                f"an asynchronous save to {self.directory} failed: {_reason(e)}"
+                f"saving {which} to {self.directory} failed in orbax's background thread "
+                f"(the step is not visible): {_reason(e)}"
             ) from e
 
     def close(self) -> None:
@@ -454,5 +488,9 @@ class CheckpointManager:
     def __enter__(self) -> CheckpointManager:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+        try:
+            self.close()
+        except CheckpointError:
+            if exc_type is None:
+                raise  # else let the exception already on its way through win
