@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from nncf_jax.config import NNCFConfig
+from nncf_jax.config.validation import INT32_MAX
 from nncf_jax.core.controller import CompressionController
 from nncf_jax.core.paths import flatten_params
 from nncf_jax.core.registry import BuildContext, get_builder
@@ -31,8 +32,13 @@ def _apply_fn_of(model: Any):
 
 def _steps_per_epoch(sections, given: int | None) -> int | None:
     if given is not None:
-        if isinstance(given, bool) or not isinstance(given, int) or given <= 0:
-            raise ConfigError("steps_per_epoch", f"expected a positive integer, got {given!r}")
+        if isinstance(given, bool) or not isinstance(given, int) or not 0 < given <= INT32_MAX:
+            shown = given if isinstance(given, (int, float)) and abs(given) < 1e30 else None
+            raise ConfigError(
+                "steps_per_epoch",
+                f"expected a positive integer <= {INT32_MAX}, got "
+                + (repr(shown) if shown is not None else f"a {type(given).__name__}"),
+            )
         return given
     found = {}
     for section in sections:
@@ -113,6 +119,7 @@ def create_compressed_model(
         has_collections=has_collections,
         steps_per_epoch=context.steps_per_epoch,
         param_shapes={n: tuple(np.shape(v)) for n, v in flatten_params(params).items()},
+        input_info=config.get("input_info"),
     )
     ctrl.params = params
     ctrl.state = ctrl.init_state(params)

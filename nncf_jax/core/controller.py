@@ -36,7 +36,7 @@ from nncf_jax.core.state import (
     step_clock,
 )
 from nncf_jax.core.statistics import NNCFStatistics
-from nncf_jax.errors import NotAvailableError, StateMismatchError, UsageError
+from nncf_jax.errors import StateMismatchError, UsageError
 
 __all__ = ["CompressionController"]
 
@@ -57,6 +57,7 @@ class CompressionController:
       steps_per_epoch: optimizer steps per epoch, or None.
       param_shapes: ``{param path: shape}`` of the params the controller was
         built for; params passed later are checked against it.
+      input_info: the config's ``input_info`` (example inputs for export).
     """
 
     def __init__(
@@ -67,6 +68,7 @@ class CompressionController:
         has_collections: bool = True,
         steps_per_epoch: int | None = None,
         param_shapes: Mapping[str, tuple[int, ...]] | None = None,
+        input_info: Any = None,
         _root: CompressionController | None = None,
     ):
         self._algorithms = tuple(algorithms)
@@ -75,6 +77,7 @@ class CompressionController:
         self.steps_per_epoch = steps_per_epoch
         self._root = _root
         self._param_shapes = None if param_shapes is None else dict(param_shapes)
+        self.input_info = input_info
         self._state: CompressionState | None = None
         self._params: Any = None
         self._names = {a.name: a.name for a in self._algorithms}
@@ -105,6 +108,7 @@ class CompressionController:
                 has_collections=self._has_collections,
                 steps_per_epoch=self.steps_per_epoch,
                 param_shapes=self._param_shapes,
+                input_info=self.input_info,
                 _root=root,
             )
             for a in self._algorithms
@@ -419,11 +423,50 @@ class CompressionController:
         input_names: Sequence[str] | None = None,
         output_names: Sequence[str] | None = None,
         model_args: tuple | None = None,
-    ) -> None:
-        """Writes a deployable artefact. Not built yet in this version."""
-        raise NotAvailableError(
-            "export_model is not available yet in this version of nncf-jax; meanwhile use "
-            "variables = ctrl.strip(variables, cstate) and jax.export.export(jax.jit(model.apply))"
+        **options: Any,
+    ) -> Any:
+        """Strips the model (facade handles) and writes a deployable artefact.
+
+        Args:
+          save_path: the artefact's path (StableHLO: a file; SavedModel and
+            OpenVINO: a folder / an ``.xml`` path); a JSON sidecar goes next to it.
+          save_format: "stablehlo" (default), "saved_model" or "openvino".
+          input_names, output_names: names of the model's inputs and outputs.
+          model_args: NNCF's tuple of extra positional arguments ending with a
+            dict of keyword arguments, ``(a, b, {"x": None, "y": y})``; the
+            inputs of the config's ``input_info`` come first.
+          **options: format options, e.g. ``vjp_order=1``, ``batch_polymorphic=False``.
+
+        Returns:
+          An `nncf_jax.export.ExportedArtefact` (paths and sidecar content).
+
+        Raises:
+          ExportError: unknown format, missing extra, bad arguments or an
+            unwritable path; no partial files are left.
+        """
+        from nncf_jax.export import example_inputs, export_forward
+
+        self._require_params("export_model")
+        stripped = self.strip()
+
+        def forward(*args, **kwargs):
+            return self._apply_fn(stripped, *args, **kwargs)
+
+        metadata = {
+            "algorithms": [self._names[a.name] for a in self._algorithms],
+            "compression_stage": int(self.compression_stage()),
+            "compression_rate": self.compression_rate,
+            "ctrl_state": self.get_state(),
+        }
+        return export_forward(
+            forward,
+            example_inputs(self.input_info, model_args),
+            save_path,
+            save_format=save_format,
+            input_names=input_names,
+            output_names=output_names,
+            metadata=metadata,
+            **options,
         )
 
     # --- NNCF state dicts ---------------------------------------------------

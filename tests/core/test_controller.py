@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import nncf_jax as nj
-from nncf_jax.errors import NotAvailableError, StateMismatchError, UsageError
+from nncf_jax.errors import StateMismatchError, UsageError
 
 
 @pytest.fixture
@@ -177,10 +177,11 @@ def test_strip_gives_plain_variables_for_the_original_model(sparse):
     assert ctrl.prepare_for_export() is not None
 
 
-def test_export_model_says_it_is_not_available_yet(sparse, tmp_path):
+def test_export_model_writes_an_artefact(sparse, tmp_path):
     ctrl, *_ = sparse
-    with pytest.raises(NotAvailableError, match="export_model is not available yet"):
-        ctrl.export_model(str(tmp_path / "model"))
+    artefact = ctrl.export_model(str(tmp_path / "model.stablehlo"))
+    assert artefact.path.stat().st_size > 0
+    assert artefact.metadata["compression"]["algorithms"] == ["magnitude_sparsity"]
 
 
 def test_apply_under_jit_equals_no_jit(sparse):
