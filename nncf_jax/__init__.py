@@ -3,7 +3,7 @@
 Public API; everything else is internal.
 """
 
-from nncf_jax import checkpoint, errors
+from nncf_jax import accuracy_aware, checkpoint, errors
 from nncf_jax.api import create_compressed_model
 from nncf_jax.config import NNCFConfig
 from nncf_jax.core.controller import CompressionController
@@ -23,6 +23,7 @@ __all__ = [
     "CompressionState",
     "NNCFConfig",
     "__version__",
+    "accuracy_aware",
     "checkpoint",
     "create_compressed_model",
     "errors",

@@ -298,7 +298,8 @@ class MagnitudeSparsity(CompressionAlgorithm):
         level = float(state.level)
         if level == 0.0:
             return CompressionStage.UNCOMPRESSED
-        if level >= self.schedule.target:
+        # The level is float32: 0.7 is stored as 0.69999999, so compare in float32.
+        if level >= float(np.float32(self.schedule.target)):
             return CompressionStage.FULLY_COMPRESSED
         return CompressionStage.PARTIALLY_COMPRESSED
 
