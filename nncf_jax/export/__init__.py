@@ -8,6 +8,7 @@ complete artefact with its JSON sidecar or nothing.
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -41,8 +42,10 @@ def export_forward(
       save_format: "stablehlo" (default), "saved_model" or "openvino".
       input_names, output_names: names of the inputs and outputs.
       metadata: JSON compression summary for the sidecar.
-      **options: format options (stablehlo: ``batch_polymorphic``,
-        ``vjp_order``, ``platforms``).
+      **options: format options. stablehlo: ``batch_polymorphic``,
+        ``vjp_order``, ``platforms``; saved_model: ``batch_polymorphic``,
+        ``platforms``, ``stablehlo_version``; openvino: ``batch_polymorphic``,
+        ``verify``.
 
     Raises:
       ExportError: unknown format, missing optional dependency, bad
@@ -56,12 +59,24 @@ def export_forward(
     if not isinstance(save_path, (str, os.PathLike)) or not str(save_path):
         raise ExportError(f"save_path: expected a file path, got {save_path!r}")
     common = dict(input_names=input_names, output_names=output_names, metadata=metadata)
+    writer = _writer(save_format)
+    accepted = set(inspect.signature(writer).parameters) - {"forward", "fn", "inputs", "save_path"}
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        raise ExportError(
+            f"save_format {save_format!r} does not take {', '.join(unknown)}; its options: "
+            f"{', '.join(sorted(accepted - set(common)))}"
+        )
+    return writer(forward, inputs, save_path, **common, **options)
+
+
+def _writer(save_format: str) -> Callable[..., ExportedArtefact]:
     if save_format == "stablehlo":
-        return export_stablehlo(forward, inputs, save_path, **common, **options)
+        return export_stablehlo
     if save_format == "saved_model":
         from nncf_jax.export.saved_model import export_saved_model
 
-        return export_saved_model(forward, inputs, save_path, **common, **options)
+        return export_saved_model
     from nncf_jax.export.openvino import export_openvino
 
-    return export_openvino(forward, inputs, save_path, **common, **options)
+    return export_openvino
