@@ -17,7 +17,7 @@ from typing import Any
 
 from nncf_jax.config.defaults import algorithm_defaults, algorithm_schema, fill_defaults
 from nncf_jax.config.schema import ACCURACY_AWARE_SCHEMA
-from nncf_jax.config.validation import first_issue, format_path
+from nncf_jax.config.validation import first_issue, format_path, shape_issue
 from nncf_jax.errors import ConfigError
 
 __all__ = ["AlgorithmSection", "NNCFConfig", "algorithm_defaults"]
@@ -63,17 +63,23 @@ class AlgorithmSection:
 
 
 def _plain(value: Any, path: tuple) -> Any:
-    """A deep copy made of dicts and lists only (mappings and tuples are converted)."""
+    """A deep copy made of dicts and lists only (mappings and tuples are converted).
+
+    ``value`` has passed `shape_issue`: it contains no cycle, nests at most
+    `MAX_DEPTH` levels and has string keys only.
+    """
     if isinstance(value, Mapping):
-        out = {}
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise ConfigError(format_path(path), f"expected string keys, got {key!r}")
-            out[key] = _plain(item, (*path, key))
-        return out
+        return {key: _plain(item, (*path, key)) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
         return [_plain(item, (*path, i)) for i, item in enumerate(value)]
-    return copy.deepcopy(value)
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    try:
+        return copy.deepcopy(value)
+    except Exception as e:  # any object may sit under a key nncf-jax does not read
+        raise ConfigError(
+            format_path(path), f"cannot copy a value of type {type(value).__name__}: {e}"
+        ) from None
 
 
 class _DuplicateKeyError(Exception):
@@ -119,13 +125,18 @@ class NNCFConfig(dict):
           A new `NNCFConfig`; ``config`` itself is not kept or modified.
 
         Raises:
-          ConfigError: the config is not a mapping, or a value is invalid (the
-            first problem in document order, with its JSON path).
+          ConfigError: the config is not a mapping, nests deeper than 64
+            levels (or contains itself), holds more than 100000 values, has
+            a key that is not a string, or a value is invalid (the first
+            problem in document order, with its JSON path).
           UnknownAlgorithmError: a ``compression`` entry names no known algorithm.
           ScopeError: a ``{re}`` scope is not a valid regular expression.
         """
         if not isinstance(config, Mapping):
             raise first_issue(config).exception()
+        shape = shape_issue(config)
+        if shape is not None:
+            raise shape.exception()
         out = cls(_plain(config, ()))
         out.validate()
         return out
@@ -141,19 +152,27 @@ class NNCFConfig(dict):
           The validated `NNCFConfig`.
 
         Raises:
-          ConfigError: the file is missing or unreadable, is not valid JSON
-            (the message gives line, column and character offset), repeats a
-            key inside one object, or fails validation (the message names the
-            file).
+          ConfigError: ``path`` is not a path, the file is missing or
+            unreadable, is not valid JSON (the message gives line, column and
+            character offset; also for nesting too deep to read and integers
+            of over 4300 digits), repeats a key inside one object, or fails
+            validation (the message names the file). ``NaN``, ``Infinity``
+            and ``-Infinity`` are read, and refused wherever nncf-jax reads a
+            number.
           UnknownAlgorithmError, ScopeError: as for `from_dict`.
         """
-        name = os.fspath(path)
+        try:
+            name = os.fspath(path)
+        except TypeError:
+            raise ConfigError(
+                "", f"expected a file path (str or os.PathLike), got {type(path).__name__}"
+            ) from None
         try:
             with open(name, encoding="utf-8") as f:
                 text = f.read()
         except FileNotFoundError:
             raise ConfigError("", f"config file {name!r} does not exist") from None
-        except (OSError, UnicodeDecodeError) as e:
+        except (OSError, UnicodeDecodeError, ValueError) as e:  # ValueError: a NUL in the path
             raise ConfigError("", f"cannot read config file {name!r}: {e}") from None
         try:
             data = json.loads(text, object_pairs_hook=_reject_duplicates)
@@ -167,6 +186,10 @@ class NNCFConfig(dict):
             raise ConfigError(
                 "", f"key {e.args[0]!r} appears twice in one object in {name!r}"
             ) from None
+        except RecursionError:
+            raise ConfigError("", f"invalid JSON in {name!r}: nested too deeply to read") from None
+        except ValueError as e:  # e.g. an integer of more than 4300 digits
+            raise ConfigError("", f"invalid JSON in {name!r}: {e}") from None
         issue = first_issue(data)
         if issue is not None:
             raise issue.exception(f" (in {name!r})")

@@ -23,7 +23,8 @@ them meaning:
   ``x-scope`` (a ``{re}`` string, or every key of an object, must
   compile), ``x-not-both``, ``x-exactly-one``, ``x-aliases``,
   ``x-ordered`` (pairs ``[a, b]`` with ``a < b``), ``x-multistep``,
-  ``x-params-by-mode``;
+  ``x-params-by-mode``, ``x-int32`` (a number that must fit an int32: steps,
+  epochs and counts, which end up in int32 arrays; every ``integer`` has it);
 - annotations: ``x-level`` (a compression level in [0, 1)), ``x-expected``
   (wording of "expected ..." in messages), ``x-why`` (reason a key is
   required), ``x-optional-block`` (never created from defaults: its presence

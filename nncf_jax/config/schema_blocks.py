@@ -17,7 +17,13 @@ def _number(**kw: Any) -> dict[str, Any]:
 
 
 def _integer(**kw: Any) -> dict[str, Any]:
-    return {"type": "integer", **kw}
+    # Counts, steps and epochs end up in int32 arrays (`x-int32`).
+    return {"type": "integer", "x-int32": True, **kw}
+
+
+def _epoch(**kw: Any) -> dict[str, Any]:
+    """An epoch number, possibly fractional; compared with int32 counters."""
+    return {"type": "number", "minimum": 0, "x-int32": True, **kw}
 
 
 def _boolean(default: bool | None = None) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from nncf_jax.config.schema_blocks import (
     SCOPING,
     _boolean,
     _enum,
+    _epoch,
     _integer,
     _level,
     _number,
@@ -23,13 +24,13 @@ def _sparsity_params(schedules: list[str], default_schedule: str, extra: dict) -
     properties = {
         "schedule": _enum(schedules, default_schedule),
         "sparsity_target": _level(0.5),
-        "sparsity_target_epoch": _number(minimum=0, default=90),
-        "sparsity_freeze_epoch": _number(minimum=0, default=100),
+        "sparsity_target_epoch": _epoch(default=90),
+        "sparsity_freeze_epoch": _epoch(default=100),
         "power": _number(exclusiveMinimum=0, default=0.9),
         "concave": _boolean(True),
         "update_per_optimizer_step": _boolean(False),
         "steps_per_epoch": _integer(minimum=1),
-        "multistep_steps": {"type": "array", "items": _number(minimum=0), "default": [90]},
+        "multistep_steps": {"type": "array", "items": _epoch(), "default": [90]},
         "multistep_sparsity_levels": {
             "type": "array",
             "items": _level(),
@@ -116,6 +117,7 @@ MOVEMENT_SPARSITY = _obj(
                 "steps_per_epoch": {
                     "type": ["integer", "null"],
                     "minimum": 1,
+                    "x-int32": True,
                     "x-expected": "a positive integer or null",
                 },
                 "enable_structured_masking": _boolean(True),

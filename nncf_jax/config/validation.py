@@ -25,11 +25,25 @@ from typing import Any
 from jsonschema import Draft202012Validator, ValidationError, validators
 
 from nncf_jax.config.schema import ALGORITHM_SCHEMAS, KNOWN_ALGORITHMS, ROOT_SCHEMA
+from nncf_jax.core.paths import compile_scope_regex
 from nncf_jax.errors import ConfigError, ScopeError, UnknownAlgorithmError
 
-__all__ = ["Issue", "first_issue", "format_path", "unknown_algorithm"]
+__all__ = [
+    "INT32_MAX",
+    "MAX_DEPTH",
+    "MAX_VALUES",
+    "Issue",
+    "first_issue",
+    "format_path",
+    "shape_issue",
+    "unknown_algorithm",
+]
 
 _REGEX_PREFIX = "{re}"
+INT32_MAX = 2**31 - 1
+MAX_DEPTH = 64
+MAX_VALUES = 100_000
+_MAX_INT_BITS = 13_000  # about 3900 decimal digits
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -43,18 +57,32 @@ def _fmt(value: Any) -> str:
     if value is None:
         return "null"
     if isinstance(value, str):
-        return repr(value)
+        return (
+            repr(value) if len(value) <= 80 else repr(value[:60]) + f"... ({len(value)} characters)"
+        )
     if isinstance(value, float) and not math.isfinite(value):
         return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, numbers.Integral) and abs(value) >= 10**30:
+        # repr() of an int of over 4300 digits raises; the digits say nothing anyway.
+        digits = int(int(abs(value)).bit_length() * math.log10(2)) + 1
+        return f"{'-' if value < 0 else ''}an integer of about {digits} digits"
     if isinstance(value, numbers.Number):
         return repr(value)
     if isinstance(value, Mapping):
-        text = "{" + ", ".join(f"{k!r}: {_fmt(v)}" for k, v in value.items()) + "}"
+        parts = (f"{_fmt(k)}: {_fmt(v)}" for k, v in value.items())
+        opening, closing = "{", "}"
     elif isinstance(value, (list, tuple)):
-        text = "[" + ", ".join(_fmt(v) for v in value) + "]"
+        parts = (_fmt(v) for v in value)
+        opening, closing = "[", "]"
     else:
         return f"a {type(value).__name__}"
-    return text if len(text) <= 80 else text[:76] + " ..." + text[-1]
+    # Stop rendering once the text is too long to be shown whole.
+    text = opening
+    for i, part in enumerate(parts):
+        text += (", " if i else "") + part
+        if len(text) > 80:
+            return text[:76] + " ..." + closing
+    return text + closing
 
 
 def _quote_all(values: Any) -> str:
@@ -160,6 +188,8 @@ def _hint(schema: Any, value: Any) -> str:
         return ""
     if isinstance(value, float) and not math.isfinite(value):
         return " (NaN and infinity are not allowed)"
+    if isinstance(value, numbers.Real) and not isinstance(value, bool) and not _finite(value):
+        return " (too large)"
     if schema.get("x-level") and _is_number(None, value) and value >= 1:
         return " (a compression level must be below 1: 1 or more would remove everything)"
     if "enum" in schema:
@@ -170,9 +200,16 @@ def _hint(schema: Any, value: Any) -> str:
 # --- the validator --------------------------------------------------------------
 
 
+def _finite(value: Any) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float: no valid setting either
+        return False
+
+
 def _is_number(checker: Any, value: Any) -> bool:
     # Booleans are not numbers, and NaN / infinity are no valid setting anywhere.
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and _finite(value)
 
 
 def _is_integer(checker: Any, value: Any) -> bool:
@@ -238,9 +275,9 @@ def _regex_problem(text: Any) -> str | None:
     if not isinstance(text, str) or not text.startswith(_REGEX_PREFIX):
         return None
     try:
-        re.compile(text[len(_REGEX_PREFIX) :])
-    except re.error as e:
-        return f"invalid regular expression {text!r}: {e}"
+        compile_scope_regex(text)
+    except ValueError as e:
+        return str(e)
     return None
 
 
@@ -319,6 +356,14 @@ def _x_multistep(validator, _, instance, schema):
         )
 
 
+def _x_int32(validator, _, instance, schema):
+    if _is_number(None, instance) and not -INT32_MAX - 1 <= instance <= INT32_MAX:
+        yield _error(
+            f"expected a value <= {INT32_MAX} (steps and epochs are counted in int32), "
+            f"got {_fmt(instance)}"
+        )
+
+
 def _x_params_by_mode(validator, by_mode, instance, schema):
     if not isinstance(instance, dict):
         return
@@ -348,6 +393,7 @@ _Validator = validators.extend(
         "x-ordered": _x_ordered,
         "x-multistep": _x_multistep,
         "x-params-by-mode": _x_params_by_mode,
+        "x-int32": _x_int32,
     },
     type_checker=Draft202012Validator.TYPE_CHECKER.redefine_many(
         {"number": _is_number, "integer": _is_integer}
@@ -398,11 +444,13 @@ def _issues(error: ValidationError, root: Any) -> Iterator[Issue]:
 
     if error.validator == "additionalProperties":
         valid = sorted(schema.get("properties", {}))
-        for key in instance:
-            if key not in valid:
-                suggestion = _did_you_mean(key, valid) or ";"
-                message = f"unknown key {key!r}{suggestion} valid keys: {_quote_all(valid)}"
-                yield issue((*path, key), message)
+        # Only the first unknown key can be the first issue: its siblings come later.
+        key = next((k for k in instance if k not in valid), None)
+        if key is None:
+            return
+        suggestion = _did_you_mean(key, valid) or ";"
+        message = f"unknown key {_fmt(key)}{suggestion} valid keys: {_quote_all(valid)}"
+        yield issue((*path, key), message)
     elif error.validator == "required":
         for key in error.validator_value:
             if isinstance(instance, dict) and key not in instance:
@@ -419,11 +467,74 @@ def _issues(error: ValidationError, root: Any) -> Iterator[Issue]:
         yield issue(path, message)
 
 
+_KNOWN_ROOT_KEYS = frozenset(ROOT_SCHEMA["properties"])
+
+
+def _json_like(value: Any) -> bool:
+    return value is None or isinstance(value, (str, bool, numbers.Real))
+
+
+def shape_issue(config: Any) -> Issue | None:
+    """A config nested deeper than `MAX_DEPTH`, with over `MAX_VALUES` values, a key
+    that is not a string, an integer of thousands of digits, or a value that is
+    no JSON value (a numpy array, a set, an object) under a key nncf-jax reads;
+    None otherwise.
+
+    Runs before anything that recurses into the config (copying, the schema
+    checks, messages), without recursing itself, so a config that contains
+    itself or nests thousands of levels gives a `ConfigError`, not a
+    ``RecursionError``. Mappings and lists/tuples are containers.
+    """
+    stack: list[tuple[Any, tuple]] = [(config, ())]
+    count = 0
+    while stack:
+        value, path = stack.pop()
+        count += 1
+        if count > MAX_VALUES:
+            return Issue((), (), f"the config holds more than {MAX_VALUES} values")
+        if isinstance(value, Mapping):
+            children = list(value.items())
+        elif isinstance(value, (list, tuple)):
+            children = list(enumerate(value))
+        else:
+            if path and path[0] in _KNOWN_ROOT_KEYS and not _json_like(value):
+                # Under the keys nncf-jax reads, the schema checks compare values
+                # (enum, const): a numpy array or an arbitrary object breaks them.
+                return Issue(
+                    (),
+                    path,
+                    "expected a JSON value (object, list, string, number, boolean or null), "
+                    f"got {_fmt(value)}",
+                )
+            if isinstance(value, int) and value.bit_length() > _MAX_INT_BITS:
+                # repr() of it raises past 4300 digits, in our messages and in
+                # jsonschema's; json.loads refuses such numbers too.
+                return Issue(
+                    (), path, f"got {_fmt(value)}: too large to be any setting (over 3900 digits)"
+                )
+            continue
+        if children and len(path) >= MAX_DEPTH:
+            return Issue(
+                (),
+                path[:4],
+                f"the value here nests more than {MAX_DEPTH} levels deep "
+                "(does a value contain itself?)",
+            )
+        for key, child in reversed(children):
+            if isinstance(value, Mapping) and not isinstance(key, str):
+                return Issue((), path, f"expected string keys, got {_fmt(key)}")
+            stack.append((child, (*path, key)))
+    return None
+
+
 def first_issue(config: Any) -> Issue | None:
     """The first problem of ``config`` in document order; None when it is valid."""
     if not isinstance(config, dict):
-        kind = "a list" if isinstance(config, list) else _fmt(config)
+        kind = "a list" if isinstance(config, (list, tuple)) else _fmt(config)
         return Issue((), (), f"expected the config to be an object of keys, got {kind}")
+    shape = shape_issue(config)
+    if shape is not None:
+        return shape
     issues = [i for error in _ROOT_VALIDATOR.iter_errors(config) for i in _issues(error, config)]
     # min() keeps the first of equals, so ties fall back to the validator's own order.
     return min(issues, key=lambda i: i.order, default=None)
