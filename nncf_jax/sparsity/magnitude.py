@@ -121,6 +121,20 @@ def magnitude_masks(
     return masks, jnp.stack(thresholds) if thresholds else jnp.zeros((0,), jnp.float32)
 
 
+@functools.lru_cache(maxsize=64)
+def _jitted_masks(targets: tuple[str, ...], importance: str, mode: str):
+    """Jitted ``(params, level) -> (nested masks, thresholds)`` for one target set."""
+
+    def compute(params: Any, level: jax.Array) -> tuple[dict, jax.Array]:
+        flat = flatten_params(params)
+        masks, thresholds = magnitude_masks(
+            [flat[n] for n in targets], level, importance=importance, mode=mode
+        )
+        return unflatten_params(dict(zip(targets, masks, strict=True))), thresholds
+
+    return jax.jit(compute)
+
+
 class MagnitudeSparsityState(struct.PyTreeNode):
     """State of magnitude sparsity.
 
@@ -225,18 +239,12 @@ class MagnitudeSparsity(CompressionAlgorithm):
 
     # --- pure functions ---------------------------------------------------
 
-    @functools.cached_property
+    @property
     def _masks(self):
         # One compiled program instead of dozens of small eager ops at build
-        # time and in the facade; inside a caller's jit it simply inlines.
-        return jax.jit(self._compute_masks)
-
-    def _compute_masks(self, params: Any, level: jax.Array) -> tuple[dict, jax.Array]:
-        flat = flatten_params(params)
-        masks, thresholds = magnitude_masks(
-            [flat[n] for n in self.targets], level, importance=self.importance, mode=self.mode
-        )
-        return unflatten_params(dict(zip(self.targets, masks, strict=True))), thresholds
+        # time and in the facade, shared by every controller with the same
+        # targets and settings; inside a caller's jit it simply inlines.
+        return _jitted_masks(self.targets, self.importance, self.mode)
 
     def init_state(self, params: Any) -> MagnitudeSparsityState:
         level = jnp.float32(self.schedule.init)
