@@ -13,7 +13,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import nncf_jax as nj
 from nncf_jax.errors import ExportError
 from nncf_jax.export import example_inputs, export_forward
 
@@ -33,44 +32,16 @@ LOADER = textwrap.dedent(
 )
 
 
-class CNN(nn.Module):
-    @nn.compact
-    def __call__(self, x):
-        x = nn.relu(nn.Conv(8, (3, 3))(x))
-        x = x.reshape(x.shape[0], -1)
-        return nn.Dense(10)(x)
-
-
 @pytest.fixture
 def ov():
     return pytest.importorskip("openvino")
-
-
-@pytest.fixture
-def sparse_model():
-    model = CNN()
-    variables = model.init(jax.random.key(0), jnp.ones((1, 8, 8, 1)))
-    config = {
-        "input_info": {"sample_size": [1, 8, 8, 1]},
-        "compression": {"algorithm": "magnitude_sparsity"},
-    }
-    ctrl, _ = nj.create_compressed_model(model, variables, config)
-    ctrl.compression_rate = 0.5
-    return ctrl, variables
-
-
-def _batches():
-    return {
-        "b1": np.asarray(jax.random.normal(jax.random.key(1), (1, 8, 8, 1))),
-        "b7": np.asarray(jax.random.normal(jax.random.key(2), (7, 8, 8, 1))),
-    }
 
 
 def _compile(ov, path):
     return ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
 
 
-def test_openvino_ir_runs_without_jax_and_matches(ov, sparse_model, tmp_path):
+def test_openvino_ir_runs_without_jax_and_matches(ov, sparse_model, tmp_path, batches):
     ctrl, variables = sparse_model
     artefact = ctrl.export_model(
         str(tmp_path / "model.xml"),
@@ -93,7 +64,7 @@ def test_openvino_ir_runs_without_jax_and_matches(ov, sparse_model, tmp_path):
         "model.xml.json",
     ]
 
-    inputs = _batches()
+    inputs = batches
     np.savez(tmp_path / "inputs.npz", **inputs)
     (tmp_path / "load.py").write_text(LOADER)
     result = subprocess.run(

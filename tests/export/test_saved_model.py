@@ -7,9 +7,6 @@ import subprocess
 import sys
 import textwrap
 
-import flax.linen as nn
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -32,40 +29,12 @@ LOADER = textwrap.dedent(
 )
 
 
-class CNN(nn.Module):
-    @nn.compact
-    def __call__(self, x):
-        x = nn.relu(nn.Conv(8, (3, 3))(x))
-        x = x.reshape(x.shape[0], -1)
-        return nn.Dense(10)(x)
-
-
 @pytest.fixture
 def tf():
     return pytest.importorskip("tensorflow")
 
 
-@pytest.fixture
-def sparse_model():
-    model = CNN()
-    variables = model.init(jax.random.key(0), jnp.ones((1, 8, 8, 1)))
-    config = {
-        "input_info": {"sample_size": [1, 8, 8, 1]},
-        "compression": {"algorithm": "magnitude_sparsity"},
-    }
-    ctrl, _ = nj.create_compressed_model(model, variables, config)
-    ctrl.compression_rate = 0.5
-    return ctrl, variables
-
-
-def _batches():
-    return {
-        "b1": np.asarray(jax.random.normal(jax.random.key(1), (1, 8, 8, 1))),
-        "b7": np.asarray(jax.random.normal(jax.random.key(2), (7, 8, 8, 1))),
-    }
-
-
-def test_saved_model_loads_without_nncf_jax_and_matches(tf, sparse_model, tmp_path):
+def test_saved_model_loads_without_nncf_jax_and_matches(tf, sparse_model, tmp_path, batches):
     ctrl, variables = sparse_model
     artefact = ctrl.export_model(
         str(tmp_path / "model_tf"),
@@ -85,7 +54,7 @@ def test_saved_model_loads_without_nncf_jax_and_matches(tf, sparse_model, tmp_pa
     assert sidecar["tensorflow_version"] == tf.__version__
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model_tf", "model_tf.json"]
 
-    inputs = _batches()
+    inputs = batches
     np.savez(tmp_path / "inputs.npz", **inputs)
     (tmp_path / "load.py").write_text(LOADER)
     result = subprocess.run(
@@ -109,7 +78,7 @@ def test_saved_model_loads_without_nncf_jax_and_matches(tf, sparse_model, tmp_pa
         np.testing.assert_allclose(out[name], expected, rtol=0, atol=1e-5)
 
 
-def test_static_batch_fallback_warns_and_says_why(tf, sparse_model, tmp_path):
+def test_static_batch_fallback_warns_and_says_why(tf, sparse_model, tmp_path, batches):
     # StableHLO newer than the installed TensorFlow reads: the polymorphic
     # module cannot run there (this is what plain jax2tf.convert hits with
     # jax 0.12 and TF 2.21), so the export falls back to the static batch.
@@ -133,7 +102,7 @@ def test_static_batch_fallback_warns_and_says_why(tf, sparse_model, tmp_path):
     assert "deserialize" in sidecar["static_batch_reason"]
     assert sidecar["inputs"][0]["shape"] == [1, 8, 8, 1]
     serve = tf.saved_model.load(str(artefact.path)).signatures["serving_default"]
-    x1 = _batches()["b1"]
+    x1 = batches["b1"]
     np.testing.assert_allclose(
         serve(image=tf.constant(x1))["logits"].numpy(),
         np.asarray(ctrl.apply(variables, ctrl.state, x1)),
@@ -142,7 +111,7 @@ def test_static_batch_fallback_warns_and_says_why(tf, sparse_model, tmp_path):
     )
     # The documented limitation of the fallback: only the example batch size.
     with pytest.raises((ValueError, TypeError, tf.errors.InvalidArgumentError)):
-        serve(image=tf.constant(_batches()["b7"]))
+        serve(image=tf.constant(batches["b7"]))
 
 
 def test_static_batch_when_asked(tf, sparse_model, tmp_path):

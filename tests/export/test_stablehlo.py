@@ -36,27 +36,6 @@ LOADER = textwrap.dedent(
 )
 
 
-class CNN(nn.Module):
-    @nn.compact
-    def __call__(self, x):
-        x = nn.relu(nn.Conv(8, (3, 3))(x))
-        x = x.reshape(x.shape[0], -1)
-        return nn.Dense(10)(x)
-
-
-@pytest.fixture
-def sparse_model():
-    model = CNN()
-    variables = model.init(jax.random.key(0), jnp.ones((1, 8, 8, 1)))
-    config = {
-        "input_info": {"sample_size": [1, 8, 8, 1]},
-        "compression": {"algorithm": "magnitude_sparsity"},
-    }
-    ctrl, _ = nj.create_compressed_model(model, variables, config)
-    ctrl.compression_rate = 0.5
-    return ctrl, variables
-
-
 def _load_in_fresh_process(tmp_path, artefact, inputs, grad=False):
     np.savez(tmp_path / "inputs.npz", **inputs)
     script = tmp_path / "load.py"
