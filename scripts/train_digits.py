@@ -1,10 +1,12 @@
 """Train the digits CNN with an NNCF config: the README's main job.
 
 Usage:
-  python scripts/train_digits.py CONFIG [--epochs N] [--out DIR] [--seed S]
-      [--batch-size N] [--lr LR] [--init-from RUN_DIR] [--overwrite] [--quiet]
+  python scripts/train_digits.py CONFIG [--model MODULE:FACTORY] [--epochs N]
+      [--batch-size N] [--lr LR] [--seed S] [--out DIR] [--init-from RUN_DIR]
+      [--pretrain-epochs N] [--overwrite] [--no-tensorboard] [--no-plots] [--quiet]
 
-The same as ``nncf-jax train CONFIG ...``; see `nncf_jax.examples.digits`.
+The same as ``nncf-jax train CONFIG ...`` (``nncf-jax train --help`` says
+more); see `nncf_jax.examples.digits`.
 """
 
 import sys

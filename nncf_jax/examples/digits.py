@@ -1,9 +1,11 @@
 """Compression-aware training of a small CNN on scikit-learn's digits.
 
 The README's main job, as a library function: `run` reads an NNCF-style JSON
-config, trains an unmodified ``flax.linen`` CNN with the compression the
+config, trains an unmodified ``flax.linen`` CNN (or any linen model given by
+a factory, see `nncf_jax.examples.digits_model`) with the compression the
 config asks for (or none: the float baseline), and writes orbax checkpoints
-that carry the compression state, the stripped weights and ``metrics.json``.
+that carry the compression state, the stripped weights, the exported model,
+a TensorBoard log, plots and ``metrics.json``.
 
 The data is ``sklearn.datasets.load_digits``: 1,797 grey 8×8 images of the
 digits 0-9, bundled with scikit-learn (no download). They are scaled to
@@ -18,14 +20,23 @@ compression keys (all optional; keyword arguments of `run` override them):
   batch of each epoch is dropped so every step has the same shapes and the
   step compiles once;
 - ``optimizer``: ``{"type": "adam" | "adamw" | "sgd", "base_lr": 1e-3,
-  "weight_decay": 0.0}`` (``sgd`` uses momentum 0.9).
+  "weight_decay": 0.0}`` (``sgd`` uses momentum 0.9);
+- ``model``: a model spec ``"module:factory"`` (any other value, such as
+  NNCF's ``"digits_cnn"``, means the digits CNN);
+- ``accuracy_aware_training``: when present, the epochs are driven by
+  `nncf_jax.accuracy_aware` (see `nncf_jax.examples.digits_job` for the
+  uncompressed reference accuracy: a pre-run of ``epochs`` uncompressed
+  epochs, or the ``init_from`` weights); accuracies are fractions (0.98).
 
 Output directory layout::
 
-    OUT/config.json      the config with the training keys actually used
-    OUT/checkpoints/E/   orbax checkpoint after epoch E (the last 3 are kept)
+    OUT/config.json      the config with the training keys and model actually used
+    OUT/checkpoints/E/   orbax checkpoint after epoch E (the last 3 are kept;
+                         accuracy-aware: only the best state)
     OUT/stripped/        orbax checkpoint of ctrl.strip(...): plain variables
     OUT/model.stablehlo  the exported model (jax.export), with model.stablehlo.json
+    OUT/tensorboard/     the metrics log (tensorboard --logdir OUT/tensorboard)
+    OUT/plots/*.png      schedule, per-layer sparsity and training history
     OUT/metrics.json     final metrics and per-epoch history
 
 Example:
@@ -46,25 +57,33 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
-import optax
 import orbax.checkpoint as ocp
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 import nncf_jax as nj
-from nncf_jax.errors import CheckpointError, ConfigError, UsageError
-from nncf_jax.examples.digits_data import (
-    CNN,
-    DigitsData,
-    load_digits_data,
+from nncf_jax.errors import ConfigError, UsageError
+from nncf_jax.examples.digits_data import CNN, DigitsData, load_digits_data
+from nncf_jax.examples.digits_job import (
+    Job,
+    Outcome,
+    sparsity_summary,
+    train_accuracy_aware,
+    train_epochs,
+)
+from nncf_jax.examples.digits_model import resolve_model
+from nncf_jax.examples.digits_restore import (
+    init_variables,
+    latest_statistics,
+    load_variables,
+    reshape_images,
 )
 from nncf_jax.examples.train_settings import TrainSettings
 from nncf_jax.examples.train_settings import sample_shape as config_sample_shape
+from nncf_jax.metrics_log import MetricsLog
 
 __all__ = [
     "CNN",
@@ -76,87 +95,31 @@ __all__ = [
 ]
 
 DEFAULT_OUT_ROOT = Path("runs") / "digits"
-
-
-# --- helpers -------------------------------------------------------------------
-
-
-def _metrics(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.Array]:
-    loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-    accuracy = jnp.mean(jnp.argmax(logits, -1) == labels)
-    return loss, accuracy
-
-
-def _sparsity_summary(statistics: Any) -> dict[str, dict[str, float]]:
-    """``{algorithm: {sparsity_level, sparsity_level_for_layers, ...}}`` of ``ctrl.statistics()``."""
-    out = {}
-    for name, stats in statistics:
-        model_stats = getattr(stats, "model_statistics", None)
-        if model_stats is None:
-            continue
-        entry = {
-            "sparsity_level": model_stats.sparsity_level,
-            "sparsity_level_for_layers": model_stats.sparsity_level_for_layers,
-        }
-        for key in ("scheduled_sparsity_level", "target_sparsity_level"):
-            if hasattr(stats, key):
-                entry[key] = getattr(stats, key)
-        out[name] = entry
-    return out
-
-
-def _init_variables(model: nn.Module, seed: int, sample_shape: tuple[int, ...]) -> Any:
-    # One compiled init instead of a compilation per initializer op.
-    return jax.jit(model.init)(jax.random.key(seed), jnp.zeros(sample_shape, jnp.float32))
-
-
-def _default_out_dir(config_path: str | os.PathLike) -> Path:
-    return DEFAULT_OUT_ROOT / Path(config_path).stem
+# What marks a directory as holding a run, and what `overwrite` removes.
+_RUN_FILES = ("checkpoints", "stripped", "metrics.json", "model.stablehlo", "model.stablehlo.json")
+_ALSO_REPLACED = ("tensorboard", "plots", "export")
 
 
 def _prepare_out_dir(out: Path, overwrite: bool) -> None:
-    previous = [
-        out / "checkpoints",
-        out / "stripped",
-        out / "metrics.json",
-        out / "model.stablehlo",
-        out / "model.stablehlo.json",
-    ]
-    if any(p.exists() for p in previous):
+    if any((out / p).exists() for p in _RUN_FILES):
         if not overwrite:
             raise UsageError(
                 f"{out} already holds a run (checkpoints/, stripped/ or metrics.json); "
                 "choose another output directory or pass overwrite=True (--overwrite)"
             )
-        for p in previous:
-            if p.is_dir():
-                shutil.rmtree(p)
-            elif p.exists():
-                p.unlink()
+    for name in (*_RUN_FILES, *_ALSO_REPLACED) if overwrite else ():
+        p = out / name
+        if p.is_dir():
+            shutil.rmtree(p)
+        elif p.exists():
+            p.unlink()
     out.mkdir(parents=True, exist_ok=True)
 
 
-def _stripped_dir(path: str | os.PathLike) -> Path:
-    path = Path(path).resolve()
-    return path / "stripped" if (path / "stripped").is_dir() else path
-
-
-def _load_variables(path: str | os.PathLike, template: Any) -> Any:
-    """Variables saved in ``path`` (a run directory or its ``stripped/``), typed like ``template``."""
-    directory = _stripped_dir(path)
-    if not directory.is_dir():
-        raise CheckpointError(f"no stripped variables at {directory}")
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
-    try:
-        with ocp.StandardCheckpointer() as checkpointer:
-            return checkpointer.restore(directory, abstract)
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise CheckpointError(
-            f"{directory} does not hold variables of the digits CNN: {e}"
-        ) from None
-
-
-# --- the job -------------------------------------------------------------------
+def _positive(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise UsageError(f"{name}: expected a positive integer, got {value!r}")
+    return value
 
 
 def run(
@@ -170,31 +133,46 @@ def run(
     init_from: str | os.PathLike | None = None,
     overwrite: bool = False,
     quiet: bool = False,
+    model: str | None = None,
+    pretrain_epochs: int | None = None,
+    tensorboard: bool = True,
+    plots: bool = True,
 ) -> dict[str, Any]:
     """Trains the digits CNN with the compression of a config; see the module docstring.
 
     Each epoch: a progress bar over the batches, then the test loss and
     accuracy of the compressed forward (``ctrl.apply``), the compression
     statistics (``ctrl.statistics().to_str()``, when the config has
-    algorithms) and an orbax checkpoint. At the end the stripped variables
-    (``ctrl.strip``) are run through plain ``model.apply``, which must give
-    the compressed forward's predictions, and saved.
+    algorithms) and an orbax checkpoint. With an ``accuracy_aware_training``
+    section, `nncf_jax.accuracy_aware` drives the epochs instead and the best
+    state is kept. At the end the stripped variables (``ctrl.strip``) are run
+    through plain ``model.apply``, which must give the compressed forward's
+    predictions, saved and exported; plots and the TensorBoard log are written.
 
     Args:
       config_path: NNCF JSON config (``compression`` may be an empty list).
-      epochs, batch_size, lr: override the config's training keys.
+      epochs, batch_size, lr: override the config's training keys
+        (accuracy-aware: ``epochs`` is the uncompressed pre-run).
       out_dir: output directory; default ``runs/digits/<config file stem>``.
       seed: seeds the weight initialisation and the batch order.
       init_from: a previous run's directory (or its ``stripped/``) to start
         from instead of random weights, e.g. to fine-tune a sparse model with
-        ``const_sparsity``.
-      overwrite: replace the checkpoints, stripped weights and metrics of an
-        earlier run in ``out_dir`` (without it, such a directory is an error).
+        ``const_sparsity``; accuracy-aware: the uncompressed model.
+      overwrite: replace an earlier run in ``out_dir`` (without it, such a
+        directory is an error).
       quiet: print nothing.
+      model: a model spec (``"module:factory"``), overriding the config's
+        ``model``; see `nncf_jax.examples.digits_model`.
+      pretrain_epochs: accuracy-aware without ``init_from``: uncompressed
+        epochs before compression (default: ``epochs``).
+      tensorboard: write ``OUT/tensorboard`` (skipped with a note when
+        tensorboardX is missing).
+      plots: write ``OUT/plots/*.png`` (skipped with a note when matplotlib
+        is missing).
 
     Returns:
       The metrics also written to ``out_dir/metrics.json``:
-      ``test_accuracy`` / ``test_loss`` (compressed forward, last epoch),
+      ``test_accuracy`` / ``test_loss`` (compressed forward, final state),
       ``stripped_test_accuracy`` (plain model on stripped variables),
       ``float_test_accuracy`` (plain model on the trained variables with no
       compression applied), ``stripped_matches`` (same predictions as the
@@ -202,11 +180,14 @@ def run(
       ``ctrl.statistics()``), ``sparsity_level`` / ``sparsity_level_for_layers``
       (the first sparsity algorithm's, 0.0 without one), ``compile_seconds``,
       ``train_seconds`` (the epochs' step loops), ``total_seconds``,
-      ``history`` (one entry per epoch) and the settings used.
+      ``history`` (one entry per epoch), ``accuracy_aware`` (the loop's
+      result, or None), ``tensorboard_dir`` / ``plots`` (None / [] when
+      skipped) and the settings used.
 
     Raises:
       ConfigError, UnknownAlgorithmError, ScopeError, NotAvailableError: bad config.
-      UsageError: bad argument, an earlier run in ``out_dir``, or no scikit-learn.
+      UsageError: bad argument or model, an earlier run in ``out_dir``, or no
+        scikit-learn.
       CheckpointError: ``init_from`` holds no usable variables.
     """
     started = time.perf_counter()
@@ -215,8 +196,14 @@ def run(
     settings = TrainSettings.from_config(config, epochs=epochs, batch_size=batch_size, lr=lr)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise UsageError(f"seed: expected a non-negative integer, got {seed!r}")
-    sample_shape = config_sample_shape(config)
-    data = load_digits_data()
+    pretrain = (
+        settings.epochs
+        if pretrain_epochs is None
+        else _positive(pretrain_epochs, "pretrain_epochs")
+    )
+    spec = resolve_model(model if model is not None else config.get("model"))
+    shape = config_sample_shape(config, digits_cnn=spec.is_default)
+    data = reshape_images(load_digits_data(), shape)
     n_train = len(data.x_train)
     steps_per_epoch = n_train // settings.batch_size
     if steps_per_epoch == 0:
@@ -225,70 +212,36 @@ def run(
             f"{settings.batch_size} is more than the {n_train} training images; "
             f"use at most {n_train}",
         )
-    out = Path(out_dir) if out_dir is not None else _default_out_dir(config_path)
+    out = Path(out_dir) if out_dir is not None else DEFAULT_OUT_ROOT / Path(config_path).stem
     out = out.resolve()
-
-    model = CNN()
-    variables = _init_variables(model, seed, sample_shape)
+    variables = init_variables(spec.model, seed, shape)
     if init_from is not None:
-        variables = _load_variables(init_from, variables)
+        variables = load_variables(init_from, variables)
     ctrl, cstate = nj.create_compressed_model(
-        model, variables, config, steps_per_epoch=steps_per_epoch
+        spec.model, variables, config, steps_per_epoch=steps_per_epoch
     )
-    has_algorithms = bool(ctrl.algorithms)
+    accuracy_aware = None  # the mode, when the config has the section
+    if config.get("accuracy_aware_training") is not None:
+        # Refuses a bad section before anything is trained or written.
+        loop = nj.accuracy_aware.create_accuracy_aware_training_loop(config, ctrl, verbose=False)
+        accuracy_aware = loop.mode
     # After the config and model are known good, so a bad config leaves no directory.
     _prepare_out_dir(out, overwrite)
-    tx = settings.make_optimizer()
-    opt_state = tx.init(variables["params"])
-
-    def train_step(variables, opt_state, cstate, x, y):
-        def loss_fn(params):
-            logits = ctrl.apply({**variables, "params": params}, cstate, x)
-            task_loss, _ = _metrics(logits, y)
-            return task_loss + ctrl.loss(params, cstate), task_loss
-
-        params = variables["params"]
-        (_, task_loss), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        updates, cstate = ctrl.transform.update(updates, cstate, params)  # scheduler tick
-        params = optax.apply_updates(params, updates)
-        return {**variables, "params": params}, opt_state, cstate, task_loss
-
-    def eval_compressed(variables, cstate, x, y):
-        logits = ctrl.apply(variables, cstate, x)
-        return logits, *_metrics(logits, y)
-
-    def eval_plain(variables, x, y):
-        logits = model.apply(variables, x)
-        return logits, *_metrics(logits, y)
-
-    x_test, y_test = jnp.asarray(data.x_test), jnp.asarray(data.y_test)
-    x0 = data.x_train[: settings.batch_size]
-    y0 = data.y_train[: settings.batch_size]
-    # Ahead-of-time compilation: the compile time is measured on its own and a
-    # shape or dtype drift in the state would raise instead of recompiling.
-    compile_started = time.perf_counter()
-    step_fn = jax.jit(train_step).lower(variables, opt_state, cstate, x0, y0).compile()
-    eval_fn = jax.jit(eval_compressed).lower(variables, cstate, x_test, y_test).compile()
-    plain_fn = jax.jit(eval_plain).lower(variables, x_test, y_test).compile()
-    compile_seconds = time.perf_counter() - compile_started
-
-    stored_config = {**config, **settings.to_config()}
+    stored_config = {**config, **settings.to_config(), "model": spec.spec}
     (out / "config.json").write_text(json.dumps(stored_config, indent=2) + "\n")
+    log = MetricsLog.create(out / "tensorboard") if tensorboard else None
     algorithms = [a.name for a in ctrl.algorithms]
     console.print(
         f"digits: {n_train} train / {len(data.x_test)} test images, "
-        f"{steps_per_epoch} steps × {settings.batch_size} per epoch; "
-        f"compile {compile_seconds:.2f} s\n"
+        f"{steps_per_epoch} steps × {settings.batch_size} per epoch; model {spec.spec}\n"
         f"compression: {', '.join(algorithms) or 'none (float baseline)'}"
         + (f" (from {init_from})" if init_from is not None else "")
+        + (f"; accuracy-aware ({accuracy_aware})" if accuracy_aware else "")
     )
-
-    rng = np.random.default_rng(seed)
-    history: list[dict[str, Any]] = []
-    train_seconds = 0.0
+    if log is not None and log.note:
+        console.print(f"note: {log.note}")
     progress = Progress(
-        TextColumn("epoch {task.fields[epoch]}"),
+        TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
@@ -296,64 +249,41 @@ def run(
         transient=True,
         disable=quiet,
     )
-    checkpoints = nj.checkpoint.CheckpointManager(out / "checkpoints", max_to_keep=3)
-    with checkpoints, progress:
-        for epoch in range(1, settings.epochs + 1):
-            order = rng.permutation(n_train)[: steps_per_epoch * settings.batch_size]
-            batches = order.reshape(steps_per_epoch, settings.batch_size)
-            task = progress.add_task("train", total=steps_per_epoch, epoch=f"{epoch}")
-            epoch_started = time.perf_counter()
-            losses = []
-            for index in batches:
-                variables, opt_state, cstate, loss = step_fn(
-                    variables, opt_state, cstate, data.x_train[index], data.y_train[index]
+    job = Job(config, settings, spec, data, seed, out, console, progress, log, quiet, plots)
+    try:
+        with progress:
+            if accuracy_aware:
+                outcome = train_accuracy_aware(
+                    job, ctrl, variables, cstate, pretrain_epochs=pretrain, init_from=init_from
                 )
-                losses.append(loss)
-                progress.advance(task)
-            train_loss = float(jnp.mean(jnp.stack(losses)))  # one host sync per epoch
-            epoch_seconds = time.perf_counter() - epoch_started
-            train_seconds += epoch_seconds
-            progress.remove_task(task)
+            else:
+                outcome = train_epochs(job, ctrl, variables, cstate)
+        metrics = _finish(job, outcome, config_path, init_from, started)
+    finally:
+        if log is not None:
+            log.close()
+    console.print(_summary_table(metrics))
+    if not metrics["stripped_matches"]:
+        console.print(
+            "[bold red]warning:[/] the stripped model's predictions differ from the "
+            "compressed forward's; this is a bug in nncf-jax"
+        )
+    return metrics
 
-            # `ctrl.transform` has already ticked into the next epoch: when the
-            # schedule raised the level, the masks evaluated and reported here
-            # are the ones the next epoch trains with.
-            ctrl.sync(variables, cstate)
-            _, test_loss, test_accuracy = eval_fn(variables, cstate, x_test, y_test)
-            record = {
-                "epoch": epoch,
-                "train_loss": train_loss,
-                "test_loss": float(test_loss),
-                "test_accuracy": float(test_accuracy),
-                "seconds": epoch_seconds,
-            }
-            # Short enough for an 80-column log.
-            line = (
-                f"epoch {epoch}/{settings.epochs}  loss {train_loss:.4f}  "
-                f"test loss {record['test_loss']:.4f}  test acc {record['test_accuracy']:.2%}"
-            )
-            statistics = ctrl.statistics() if has_algorithms else None
-            if statistics is not None:
-                record["sparsity"] = _sparsity_summary(statistics)
-                rates = [s["sparsity_level_for_layers"] for s in record["sparsity"].values()]
-                if rates:
-                    line += f"  sparsity {rates[0]:.4f}"
-            history.append(record)
-            console.print(line)
-            if statistics is not None:
-                console.out(statistics.to_str(), end="")
-            checkpoints.save(
-                epoch, ctrl=ctrl, variables=variables, opt_state=opt_state, cstate=cstate
-            )
 
+def _finish(job: Job, outcome: Outcome, config_path, init_from, started: float) -> dict[str, Any]:
+    """Strips, checks, saves and exports the final state; writes plots and metrics.json."""
+    out, ctrl, trainer = job.out, outcome.ctrl, outcome.trainers[-1]
+    variables, cstate = outcome.state["variables"], outcome.state["cstate"]
     ctrl.sync(variables, cstate)
-    logits, test_loss, test_accuracy = eval_fn(variables, cstate, x_test, y_test)
+    logits, test_loss, test_accuracy = trainer.evaluate(outcome.state)
     stripped = ctrl.strip(variables, cstate)
-    stripped_logits, _, stripped_accuracy = plain_fn(stripped, x_test, y_test)
-    _, _, float_accuracy = plain_fn(variables, x_test, y_test)
-    stripped_matches = bool(
-        jnp.array_equal(jnp.argmax(logits, -1), jnp.argmax(stripped_logits, -1))
-    ) and float(stripped_accuracy) == float(test_accuracy)
+    stripped_logits, _, stripped_accuracy = trainer.evaluate_plain(stripped)
+    _, _, float_accuracy = trainer.evaluate_plain(variables)
+    stripped_matches = (
+        bool(jnp.array_equal(jnp.argmax(logits, -1), jnp.argmax(stripped_logits, -1)))
+        and stripped_accuracy == test_accuracy
+    )
     with ocp.StandardCheckpointer() as checkpointer:
         checkpointer.save(out / "stripped", stripped)
         checkpointer.wait_until_finished()
@@ -363,48 +293,69 @@ def run(
         str(out / "model.stablehlo"), input_names=["image"], output_names=["logits"]
     )
     exported = jax.export.deserialize(bytearray(artefact.path.read_bytes()))
+    x_test, y_test = jnp.asarray(job.data.x_test), jnp.asarray(job.data.y_test)
     exported_accuracy = float(jnp.mean(jnp.argmax(exported.call(x_test), -1) == y_test))
 
-    sparsity = _sparsity_summary(ctrl.statistics()) if has_algorithms else {}
+    statistics = ctrl.statistics() if ctrl.algorithms else None
+    sparsity = sparsity_summary(statistics) if statistics is not None else {}
     first = next(iter(sparsity.values()), {})
+    plot_files = _plots(job, outcome, statistics) if job.plots else []
+    train_seconds = sum(t.train_seconds for t in outcome.trainers)
+    total_steps = max(sum(t.steps_trained for t in outcome.trainers), 1)
     metrics = {
         "config": str(config_path),
         "out_dir": str(out),
-        "algorithms": algorithms,
-        **asdict(settings),
-        "seed": seed,
+        "model": job.model.spec,
+        "algorithms": [a.name for a in ctrl.algorithms],
+        **asdict(job.settings),
+        "epochs": outcome.epochs,
+        "seed": job.seed,
         "init_from": None if init_from is None else str(init_from),
-        "steps_per_epoch": steps_per_epoch,
-        "train_examples": n_train,
-        "test_examples": len(data.x_test),
-        "test_accuracy": float(test_accuracy),
-        "test_loss": float(test_loss),
-        "stripped_test_accuracy": float(stripped_accuracy),
-        "float_test_accuracy": float(float_accuracy),
+        "steps_per_epoch": trainer.steps_per_epoch,
+        "train_examples": len(job.data.x_train),
+        "test_examples": len(job.data.x_test),
+        "test_accuracy": test_accuracy,
+        "test_loss": test_loss,
+        "stripped_test_accuracy": stripped_accuracy,
+        "float_test_accuracy": float_accuracy,
         "stripped_matches": stripped_matches,
         "stripped_max_abs_logit_diff": float(jnp.max(jnp.abs(logits - stripped_logits))),
         "sparsity": sparsity,
         "sparsity_level": first.get("sparsity_level", 0.0),
         "sparsity_level_for_layers": first.get("sparsity_level_for_layers", 0.0),
-        "compile_seconds": compile_seconds,
+        "compile_seconds": sum(t.compile_seconds for t in outcome.trainers),
         "train_seconds": train_seconds,
-        "step_ms": 1000.0 * train_seconds / (settings.epochs * steps_per_epoch),
+        "step_ms": 1000.0 * train_seconds / total_steps,
         "total_seconds": time.perf_counter() - started,
         "checkpoint_dir": str(out / "checkpoints"),
         "stripped_dir": str(out / "stripped"),
         "exported_model": str(artefact.path),
         "exported_bytes": artefact.path.stat().st_size,
         "exported_test_accuracy": exported_accuracy,
-        "history": history,
+        "tensorboard_dir": str(job.log.logdir) if job.log is not None and job.log.enabled else None,
+        "plots": [str(p) for p in plot_files],
+        "accuracy_aware": outcome.accuracy_aware,
+        "history": outcome.history,
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    console.print(_summary_table(metrics))
-    if not stripped_matches:
-        console.print(
-            "[bold red]warning:[/] the stripped model's predictions differ from the "
-            "compressed forward's; this is a bug in nncf-jax"
-        )
     return metrics
+
+
+def _plots(job: Job, outcome: Outcome, statistics: Any) -> list[Path]:
+    from nncf_jax import plots
+
+    try:
+        return plots.write_plots(
+            job.out / "plots",
+            config=job.config,
+            epochs=max(outcome.epochs, 1),
+            steps_per_epoch=outcome.trainers[-1].steps_per_epoch,
+            statistics=statistics,
+            history=outcome.history,
+        )
+    except UsageError as e:  # no matplotlib
+        job.console.print(f"note: {e}; no plots written")
+        return []
 
 
 def _summary_table(metrics: Mapping[str, Any]) -> Table:
@@ -412,11 +363,23 @@ def _summary_table(metrics: Mapping[str, Any]) -> Table:
     table.add_column("Result")
     table.add_column("Value", justify="right")
     rows = [
+        ("Model", metrics["model"]),
         ("Compression", ", ".join(metrics["algorithms"]) or "none (float baseline)"),
         (
             "Epochs × steps (batch)",
             f"{metrics['epochs']} × {metrics['steps_per_epoch']} ({metrics['batch_size']})",
         ),
+    ]
+    aa = metrics["accuracy_aware"]
+    if aa is not None:
+        rows += [
+            (
+                f"Accuracy-aware ({aa['mode']})",
+                f"best epoch {aa['best_epoch']}, criterion {'met' if aa['criterion_met'] else 'NOT met'}",
+            ),
+            ("Test accuracy, uncompressed reference", f"{aa['uncompressed_accuracy']:.2%}"),
+        ]
+    rows += [
         ("Test accuracy, compressed forward", f"{metrics['test_accuracy']:.2%}"),
         ("Test accuracy, stripped model", f"{metrics['stripped_test_accuracy']:.2%}"),
         ("Test accuracy, exported StableHLO", f"{metrics['exported_test_accuracy']:.2%}"),
@@ -432,48 +395,12 @@ def _summary_table(metrics: Mapping[str, Any]) -> Table:
         ("Training time", f"{metrics['train_seconds']:.2f} s ({metrics['step_ms']:.2f} ms/step)"),
         ("Total time", f"{metrics['total_seconds']:.2f} s"),
         ("Exported model", f"{metrics['exported_model']} ({metrics['exported_bytes']:,} B)"),
-        ("Output", metrics["out_dir"]),
     ]
+    if metrics["tensorboard_dir"]:
+        rows.append(("TensorBoard log", metrics["tensorboard_dir"]))
+    if metrics["plots"]:
+        rows.append(("Plots", str(Path(metrics["plots"][0]).parent)))
+    rows.append(("Output", metrics["out_dir"]))
     for row in rows:
         table.add_row(*row)
     return table
-
-
-def latest_statistics(run_dir: str | os.PathLike) -> tuple[int, str]:
-    """The statistics tables of a run's latest checkpoint.
-
-    Args:
-      run_dir: a directory written by `run` (or its ``checkpoints/``).
-
-    Returns:
-      ``(epoch, text)``: the checkpoint's epoch and ``ctrl.statistics().to_str()``
-      (a one-line note when the run had no compression).
-
-    Raises:
-      CheckpointError: not a run directory, or no complete checkpoint in it.
-    """
-    path = Path(run_dir).resolve()
-    if path.name == "checkpoints" and not (path / "config.json").exists():
-        path = path.parent
-    config_file = path / "config.json"
-    if not config_file.is_file() or not (path / "checkpoints").is_dir():
-        raise CheckpointError(
-            f"{path} is not a digits run directory (expected config.json and checkpoints/ "
-            "written by `nncf-jax train`)"
-        )
-    config = nj.NNCFConfig.from_json(config_file)
-    settings = TrainSettings.from_config(config)
-    model = CNN()
-    variables = _init_variables(model, 0, config_sample_shape(config))
-    steps_per_epoch = len(load_digits_data().x_train) // settings.batch_size
-    ctrl, cstate = nj.create_compressed_model(
-        model, variables, config, steps_per_epoch=steps_per_epoch
-    )
-    opt_state = settings.make_optimizer().init(variables["params"])
-    with nj.checkpoint.CheckpointManager(path / "checkpoints") as checkpoints:
-        restored = checkpoints.restore(
-            variables=variables, opt_state=opt_state, cstate=cstate, ctrl=ctrl
-        )
-    if not ctrl.algorithms:
-        return restored.step, "no compression algorithms in this run (float baseline)\n"
-    return restored.step, ctrl.statistics().to_str()

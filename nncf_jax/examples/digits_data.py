@@ -10,10 +10,13 @@ import numpy as np
 
 from nncf_jax.errors import UsageError
 
-__all__ = ["CNN", "IMAGE_SHAPE", "NUM_CLASSES", "DigitsData", "load_digits_data"]
+__all__ = ["CNN", "IMAGE_SHAPE", "NUM_CLASSES", "TRAIN_SIZE", "DigitsData", "load_digits_data"]
 
 IMAGE_SHAPE = (8, 8, 1)
 NUM_CLASSES = 10
+# Training images of the fixed split: steps per epoch are known without
+# loading the data (and importing scikit-learn), e.g. to read a run back.
+TRAIN_SIZE = 1437
 _SPLIT_SEED = 0
 _TEST_FRACTION = 0.2
 
@@ -59,6 +62,11 @@ def load_digits_data() -> DigitsData:
     x_train, x_test, y_train, y_test = train_test_split(
         x, y, test_size=_TEST_FRACTION, stratify=y, random_state=_SPLIT_SEED
     )
+    if len(x_train) != TRAIN_SIZE:  # the split every run and checkpoint relies on
+        raise UsageError(
+            f"scikit-learn's digits split has {len(x_train)} training images, expected "
+            f"{TRAIN_SIZE}; this scikit-learn's data set differs from the one nncf-jax knows"
+        )
     return DigitsData(x_train, y_train, x_test, y_test)
 
 

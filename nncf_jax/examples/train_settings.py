@@ -109,11 +109,12 @@ class TrainSettings:
             ),
         )
 
-    def make_optimizer(self) -> optax.GradientTransformation:
-        """The optax optimizer these settings describe."""
+    def make_optimizer(self, lr_scale: float = 1.0) -> optax.GradientTransformation:
+        """The optax optimizer these settings describe, with the learning rate times ``lr_scale``."""
+        lr = self.lr * lr_scale
         if self.optimizer == "adamw":
-            return optax.adamw(self.lr, weight_decay=self.weight_decay)
-        base = optax.adam(self.lr) if self.optimizer == "adam" else optax.sgd(self.lr, momentum=0.9)
+            return optax.adamw(lr, weight_decay=self.weight_decay)
+        base = optax.adam(lr) if self.optimizer == "adam" else optax.sgd(lr, momentum=0.9)
         if self.weight_decay:
             return optax.chain(optax.add_decayed_weights(self.weight_decay), base)
         return base
@@ -126,19 +127,36 @@ class TrainSettings:
         return {"epochs": self.epochs, "batch_size": self.batch_size, "optimizer": optimizer}
 
 
-def sample_shape(config: Mapping[str, Any]) -> tuple[int, ...]:
+def sample_shape(config: Mapping[str, Any], *, digits_cnn: bool = True) -> tuple[int, ...]:
+    """The config's ``input_info.sample_size`` as a tuple (default ``(1, 8, 8, 1)``).
+
+    Args:
+      config: the config.
+      digits_cnn: whether the model is the digits CNN, whose input must be
+        ``[N, 8, 8, 1]``; other models may take any shape with 64 values per
+        image (the images are reshaped to it).
+
+    Raises:
+      ConfigError: several inputs, or a sample size the images cannot take.
+    """
     info = config.get("input_info", {"sample_size": [1, *IMAGE_SHAPE]})
     if isinstance(info, list):
         if len(info) != 1:
-            raise ConfigError("input_info", f"the digits CNN has one input, got {len(info)}")
+            raise ConfigError("input_info", f"the digits job has one input, got {len(info)}")
         info, where = info[0], "input_info[0].sample_size"
     else:
         where = "input_info.sample_size"
     shape = tuple(info["sample_size"])
-    if shape[1:] != IMAGE_SHAPE:
+    if digits_cnn and shape[1:] != IMAGE_SHAPE:
         raise ConfigError(
             where,
             f"the digits images are {list(IMAGE_SHAPE)} (height, width, channels), so the "
             f"sample size must be [N, {', '.join(map(str, IMAGE_SHAPE))}]; got {list(shape)}",
+        )
+    if math.prod(shape[1:]) != math.prod(IMAGE_SHAPE) or len(shape) < 2:
+        raise ConfigError(
+            where,
+            f"the digits images have {math.prod(IMAGE_SHAPE)} values each, so the sample size "
+            f"must be [N, ...] with {math.prod(IMAGE_SHAPE)} values per image; got {list(shape)}",
         )
     return shape
