@@ -50,7 +50,7 @@ Errors print one line 'nncf-jax: error: ...' and exit with status 2;
 
 _TRAIN_EPILOG = """\
 A run directory holds config.json, checkpoints/, stripped/ (plain weights),
-model.stablehlo, tensorboard/, plots/ and metrics.json.
+model.stablehlo, tensorboard/, plots/, history.json and metrics.json.
 
 --model takes 'package.module:factory' or 'path/to/file.py:factory': factory()
 returns a flax.linen.Module, initialised with zeros of the config's
@@ -58,6 +58,14 @@ input_info.sample_size (default [1, 8, 8, 1]; any shape with 64 values per
 image, the images are reshaped to it) and returning (N, 10) logits, with no
 mutable collections. Example: --model nncf_jax.examples.digits_model:mlp.
 The config's own "model" key is used when it has that form.
+
+--resume continues an interrupted run in --out from its latest complete
+checkpoint (weights, optimizer and compression state) to --epochs (a finished
+run can be extended): give the config, --seed, --batch-size, --lr, --model and
+--init-from it was started with. The completed epochs' batch order is
+replayed, so the result is bit for bit that of an uninterrupted run; the
+earlier epochs' history comes from OUT/history.json. Not with --overwrite, and
+not for accuracy-aware configs.
 
 With an "accuracy_aware_training" section the loop of nncf_jax.accuracy_aware
 drives the epochs (at most maximal_total_epochs) and keeps the best state.
@@ -67,6 +75,7 @@ config's "epochs").
 
 examples:
   nncf-jax train configs/digits_magnitude_sparsity.json --epochs 5 --out runs/try
+  nncf-jax train configs/digits_magnitude_sparsity.json --epochs 5 --out runs/try --resume
   nncf-jax train configs/digits_dense.json --model nncf_jax.examples.digits_model:mlp
   nncf-jax train configs/digits_const_sparsity.json --init-from runs/try
   nncf-jax train configs/digits_accuracy_aware.json --pretrain-epochs 10
@@ -149,6 +158,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     train.add_argument(
         "--overwrite", action="store_true", help="replace an earlier run in the output directory"
+    )
+    train.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its latest checkpoint (see below)",
     )
     train.add_argument("--no-tensorboard", action="store_true", help="write no TensorBoard log")
     train.add_argument("--no-plots", action="store_true", help="write no plots")
@@ -234,6 +248,7 @@ def _train(args: argparse.Namespace) -> None:
         pretrain_epochs=args.pretrain_epochs,
         tensorboard=not args.no_tensorboard,
         plots=not args.no_plots,
+        resume=args.resume,
     )
 
 

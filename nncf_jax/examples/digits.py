@@ -38,6 +38,12 @@ Output directory layout::
     OUT/tensorboard/     the metrics log (tensorboard --logdir OUT/tensorboard)
     OUT/plots/*.png      schedule, per-layer sparsity and training history
     OUT/metrics.json     final metrics and per-epoch history
+    OUT/history.json     the per-epoch history so far, rewritten (atomically)
+                         after each epoch, with the seed: what ``resume`` reads
+
+An interrupted run continues with ``run(..., resume=True)`` (``nncf-jax
+train CONFIG --out OUT --resume``) from its latest complete checkpoint and
+ends with the same bits as an uninterrupted run; see `run`.
 
 Example:
   >>> from nncf_jax.examples import digits
@@ -68,8 +74,11 @@ import nncf_jax as nj
 from nncf_jax.errors import ConfigError, UsageError
 from nncf_jax.examples.digits_data import CNN, DigitsData, load_digits_data
 from nncf_jax.examples.digits_job import (
+    HISTORY_FILE,
     Job,
     Outcome,
+    Resume,
+    read_history,
     sparsity_summary,
     train_accuracy_aware,
     train_epochs,
@@ -97,7 +106,9 @@ __all__ = [
 DEFAULT_OUT_ROOT = Path("runs") / "digits"
 # What marks a directory as holding a run, and what `overwrite` removes.
 _RUN_FILES = ("checkpoints", "stripped", "metrics.json", "model.stablehlo", "model.stablehlo.json")
-_ALSO_REPLACED = ("tensorboard", "plots", "export")
+_ALSO_REPLACED = ("tensorboard", "plots", "export", HISTORY_FILE)
+# What the end of a run writes; a resumed run removes them first (stale).
+_FINAL_FILES = ("stripped", "metrics.json", "model.stablehlo", "model.stablehlo.json")
 
 
 def _prepare_out_dir(out: Path, overwrite: bool) -> None:
@@ -114,6 +125,76 @@ def _prepare_out_dir(out: Path, overwrite: bool) -> None:
         elif p.exists():
             p.unlink()
     out.mkdir(parents=True, exist_ok=True)
+
+
+def _differing_keys(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    keys = (set(saved) | set(current)) - {"epochs"}
+    return sorted(k for k in keys if saved.get(k) != current.get(k))
+
+
+def _prepare_resume(
+    out: Path,
+    *,
+    epochs: int,
+    stored_config: Mapping[str, Any],
+    seed: int,
+    init_from: str | None,
+) -> tuple[Resume, str | None]:
+    """Checks that ``out`` holds a run this call continues; returns where, and a note.
+
+    Raises:
+      UsageError: nothing to resume, or the run was trained with another
+        config, seed or ``init_from``, or past ``epochs``.
+    """
+    checkpoints = out / "checkpoints"
+    steps = sorted(ocp.path.step.checkpoint_steps(checkpoints)) if checkpoints.is_dir() else []
+    if not steps:
+        raise UsageError(
+            f"nothing to resume in {out}: no complete checkpoint in {checkpoints}; "
+            "start the run without resume (--resume)"
+            + (" and with overwrite (--overwrite) to replace what is there" if out.exists() else "")
+        )
+    latest = steps[-1]
+    if latest > epochs:
+        raise UsageError(
+            f"cannot resume {out} to {epochs} epoch(s): its latest checkpoint is of epoch "
+            f"{latest}; ask for {latest} or more epochs (--epochs)"
+        )
+    config_file = out / "config.json"
+    if config_file.is_file():
+        try:
+            saved = json.loads(config_file.read_text())
+        except ValueError as e:
+            raise UsageError(f"cannot resume {out}: {config_file} is not valid JSON ({e})") from e
+        current = json.loads(json.dumps(stored_config))
+        differing = _differing_keys(saved, current)
+        if differing:
+            raise UsageError(
+                f"cannot resume {out}: it was trained with another config or override "
+                f"(differs in {', '.join(differing)}); resume with the config, --batch-size, "
+                "--lr and --model it was started with (only --epochs may change)"
+            )
+    record = read_history(out)
+    if record is not None:
+        if record.get("seed") != seed:
+            raise UsageError(
+                f"cannot resume {out}: it was trained with seed {record.get('seed')}, not "
+                f"{seed}; resume with --seed {record.get('seed')}"
+            )
+        if record.get("init_from") != init_from:
+            raise UsageError(
+                f"cannot resume {out}: it was started from init_from={record.get('init_from')!r}, "
+                f"not {init_from!r}; resume with the same --init-from"
+            )
+    earlier = [r for r in (record or {}).get("history", []) if r["epoch"] <= latest]
+    note = None
+    if [r["epoch"] for r in earlier] != list(range(1, latest + 1)):
+        earlier = []
+        note = (
+            f"{out / HISTORY_FILE} does not hold epochs 1-{latest}; the history in "
+            f"metrics.json starts at epoch {latest + 1}"
+        )
+    return Resume(latest, earlier), note
 
 
 def _positive(value: Any, name: str) -> int:
@@ -137,6 +218,7 @@ def run(
     pretrain_epochs: int | None = None,
     tensorboard: bool = True,
     plots: bool = True,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Trains the digits CNN with the compression of a config; see the module docstring.
 
@@ -169,6 +251,26 @@ def run(
         tensorboardX is missing).
       plots: write ``OUT/plots/*.png`` (skipped with a note when matplotlib
         is missing).
+      resume: continue the run in ``out_dir`` from its latest complete
+        checkpoint (variables, optimizer state, compression state) to
+        ``epochs``; see "Resuming" below.
+
+    Resuming:
+      The run must have been started with the same config, ``seed``,
+      ``batch_size``, ``lr``, ``model`` and ``init_from`` (checked against
+      ``OUT/config.json`` and ``OUT/history.json``); only ``epochs`` may
+      differ, so a finished run can also be extended. The batch order of the
+      completed epochs is replayed (drawn and discarded), so the final
+      weights, compression state and metrics are bit for bit those of an
+      uninterrupted run with the same seed. ``history`` holds every epoch
+      (the earlier ones from ``OUT/history.json``, rewritten atomically after
+      each epoch); the timings (``compile_seconds``, ``train_seconds``,
+      ``step_ms``, ``total_seconds``) cover the resumed process only, and
+      ``resumed_from_epoch`` names the checkpoint it started from (None for
+      a run that was not resumed). The TensorBoard log gets a further event
+      file; the per-step scalars of an epoch the interruption cut short then
+      appear twice. Accuracy-aware configs cannot be resumed (their
+      checkpoints hold the best state, not the latest): a `UsageError`.
 
     Returns:
       The metrics also written to ``out_dir/metrics.json``:
@@ -187,12 +289,23 @@ def run(
     Raises:
       ConfigError, UnknownAlgorithmError, ScopeError, NotAvailableError: bad config.
       UsageError: bad argument or model, an earlier run in ``out_dir``, or no
-        scikit-learn.
+        scikit-learn; with ``resume``: nothing to resume in ``out_dir``, a run
+        started otherwise, ``overwrite`` too, or an accuracy-aware config.
       CheckpointError: ``init_from`` holds no usable variables.
     """
     started = time.perf_counter()
     console = Console(quiet=quiet, highlight=False)
+    if resume and overwrite:
+        raise UsageError(
+            "resume (--resume) continues the run in the output directory, overwrite "
+            "(--overwrite) replaces it: pass one of them"
+        )
     config = nj.NNCFConfig.from_json(config_path)
+    if resume and config.get("accuracy_aware_training") is not None:
+        raise UsageError(
+            "resume (--resume) is not supported for accuracy-aware configs (their checkpoints "
+            "hold the best state, not the latest); rerun with --overwrite"
+        )
     settings = TrainSettings.from_config(config, epochs=epochs, batch_size=batch_size, lr=lr)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise UsageError(f"seed: expected a non-negative integer, got {seed!r}")
@@ -225,9 +338,26 @@ def run(
         # Refuses a bad section before anything is trained or written.
         loop = nj.accuracy_aware.create_accuracy_aware_training_loop(config, ctrl, verbose=False)
         accuracy_aware = loop.mode
-    # After the config and model are known good, so a bad config leaves no directory.
-    _prepare_out_dir(out, overwrite)
     stored_config = {**config, **settings.to_config(), "model": spec.spec}
+    init_from_str = None if init_from is None else str(Path(init_from).resolve())
+    resume_point, note = None, None
+    if resume:
+        resume_point, note = _prepare_resume(
+            out,
+            epochs=settings.epochs,
+            stored_config=stored_config,
+            seed=seed,
+            init_from=init_from_str,
+        )
+        for name in _FINAL_FILES:  # stale: written again at the end
+            p = out / name
+            if p.is_dir():
+                shutil.rmtree(p)
+            elif p.exists():
+                p.unlink()
+    else:
+        # After the config and model are known good, so a bad config leaves no directory.
+        _prepare_out_dir(out, overwrite)
     (out / "config.json").write_text(json.dumps(stored_config, indent=2) + "\n")
     log = MetricsLog.create(out / "tensorboard") if tensorboard else None
     algorithms = [a.name for a in ctrl.algorithms]
@@ -240,6 +370,8 @@ def run(
     )
     if log is not None and log.note:
         console.print(f"note: {log.note}")
+    if note:
+        console.print(f"note: {note}")
     progress = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -249,7 +381,20 @@ def run(
         transient=True,
         disable=quiet,
     )
-    job = Job(config, settings, spec, data, seed, out, console, progress, log, quiet, plots)
+    job = Job(
+        config,
+        settings,
+        spec,
+        data,
+        seed,
+        out,
+        console,
+        progress,
+        log,
+        quiet,
+        plots,
+        init_from=init_from_str,
+    )
     try:
         with progress:
             if accuracy_aware:
@@ -257,8 +402,9 @@ def run(
                     job, ctrl, variables, cstate, pretrain_epochs=pretrain, init_from=init_from
                 )
             else:
-                outcome = train_epochs(job, ctrl, variables, cstate)
-        metrics = _finish(job, outcome, config_path, init_from, started)
+                outcome = train_epochs(job, ctrl, variables, cstate, resume=resume_point)
+        resumed_from = None if resume_point is None else resume_point.epoch
+        metrics = _finish(job, outcome, config_path, init_from, started, resumed_from)
     finally:
         if log is not None:
             log.close()
@@ -271,7 +417,9 @@ def run(
     return metrics
 
 
-def _finish(job: Job, outcome: Outcome, config_path, init_from, started: float) -> dict[str, Any]:
+def _finish(
+    job: Job, outcome: Outcome, config_path, init_from, started: float, resumed_from: int | None
+) -> dict[str, Any]:
     """Strips, checks, saves and exports the final state; writes plots and metrics.json."""
     out, ctrl, trainer = job.out, outcome.ctrl, outcome.trainers[-1]
     variables, cstate = outcome.state["variables"], outcome.state["cstate"]
@@ -335,6 +483,7 @@ def _finish(job: Job, outcome: Outcome, config_path, init_from, started: float) 
         "tensorboard_dir": str(job.log.logdir) if job.log is not None and job.log.enabled else None,
         "plots": [str(p) for p in plot_files],
         "accuracy_aware": outcome.accuracy_aware,
+        "resumed_from_epoch": resumed_from,
         "history": outcome.history,
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")

@@ -16,6 +16,8 @@ the compression on the trained weights, as NNCF expects a trained model.
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +30,53 @@ from nncf_jax.examples.digits_model import ModelSpec
 from nncf_jax.examples.digits_trainer import DigitsTrainer
 from nncf_jax.examples.train_settings import TrainSettings
 
-__all__ = ["Job", "Outcome", "sparsity_summary", "train_accuracy_aware", "train_epochs"]
+__all__ = [
+    "HISTORY_FILE",
+    "Job",
+    "Outcome",
+    "Resume",
+    "read_history",
+    "sparsity_summary",
+    "train_accuracy_aware",
+    "train_epochs",
+    "write_history",
+]
+
+HISTORY_FILE = "history.json"
+_HISTORY_FORMAT = "nncf_jax.examples.digits.history/1"
+
+
+def write_history(
+    out: Path, history: list[dict[str, Any]], *, seed: int, init_from: str | None
+) -> None:
+    """Writes ``OUT/history.json`` atomically (a temporary file renamed over it).
+
+    ``{"format", "seed", "init_from", "history"}``: the per-epoch records so
+    far and what a resumed run must match to continue the same batch order.
+    """
+    record = {"format": _HISTORY_FORMAT, "seed": seed, "init_from": init_from, "history": history}
+    path = out / HISTORY_FILE
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        f.write(json.dumps(record, indent=1) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_history(out: Path) -> dict[str, Any] | None:
+    """``OUT/history.json`` as `write_history` wrote it, or None when missing or unreadable."""
+    try:
+        record = json.loads((out / HISTORY_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    ok = (
+        isinstance(record, dict)
+        and record.get("format") == _HISTORY_FORMAT
+        and isinstance(record.get("history"), list)
+        and all(isinstance(r, dict) and isinstance(r.get("epoch"), int) for r in record["history"])
+    )
+    return record if ok else None
 
 
 def sparsity_summary(statistics: Any) -> dict[str, dict[str, float]]:
@@ -65,6 +113,7 @@ class Job:
     quiet: bool
     plots: bool = True
     epochs_task: Any = None
+    init_from: str | None = None
 
     def trainer(self, ctrl: Any, log_prefix: str = "train") -> DigitsTrainer:
         return DigitsTrainer(
@@ -78,12 +127,26 @@ class Job:
             log_prefix=log_prefix,
         )
 
-    def start_epochs_bar(self, total: int) -> None:
-        self.epochs_task = self.progress.add_task("all epochs", total=total)
+    def start_epochs_bar(self, total: int, completed: int = 0) -> None:
+        self.epochs_task = self.progress.add_task("all epochs", total=total, completed=completed)
 
     def epoch_done(self) -> None:
         if self.epochs_task is not None:
             self.progress.advance(self.epochs_task)
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Where `train_epochs` continues an interrupted run.
+
+    Attributes:
+      epoch: the epoch of the checkpoint to restore (``OUT/checkpoints/<epoch>``).
+      history: the records of epochs ``1..epoch`` (from ``OUT/history.json``;
+        fewer when that file was missing).
+    """
+
+    epoch: int
+    history: list[dict[str, Any]]
 
 
 @dataclass
@@ -138,17 +201,47 @@ def _statistics(ctrl: Any, record: dict[str, Any]) -> tuple[Any, Any]:
     return statistics, rate
 
 
-def train_epochs(job: Job, ctrl: Any, variables: Any, cstate: Any) -> Outcome:
-    """The config's ``epochs``, each followed by evaluation, statistics and a checkpoint."""
+def train_epochs(
+    job: Job, ctrl: Any, variables: Any, cstate: Any, *, resume: Resume | None = None
+) -> Outcome:
+    """The config's ``epochs``, each followed by evaluation, statistics and a checkpoint.
+
+    After each epoch ``OUT/history.json`` is rewritten (`write_history`)
+    before the checkpoint is saved, so it always covers the latest complete
+    checkpoint. With ``resume``, the checkpoint of ``resume.epoch`` is
+    restored into the freshly built state (``variables`` and ``cstate`` are
+    then only templates), the batch order is replayed past the completed
+    epochs (`DigitsTrainer.skip_epochs`) and training continues with the
+    next epoch: the result is bit for bit that of an uninterrupted run.
+    """
     trainer = job.trainer(ctrl)
     state = trainer.init_state(variables, cstate)
     job.console.print(f"train step compiled in {trainer.compile_seconds:.2f} s")
     epochs = job.settings.epochs
     outcome = Outcome(state, ctrl, [trainer], epochs=epochs)
-    job.start_epochs_bar(epochs)
     checkpoints = nj.checkpoint.CheckpointManager(job.out / "checkpoints", max_to_keep=3)
     with checkpoints:
-        for epoch in range(1, epochs + 1):
+        done = 0
+        if resume is not None:
+            restored = checkpoints.restore(
+                resume.epoch,
+                variables=state["variables"],
+                opt_state=state["opt_state"],
+                cstate=state["cstate"],
+                ctrl=ctrl,
+            )
+            state = {
+                "variables": restored.variables,
+                "opt_state": restored.opt_state,
+                "cstate": restored.cstate,
+            }
+            done = restored.step
+            trainer.skip_epochs(done)
+            outcome.history = list(resume.history)
+            left = f"epochs {done + 1}-{epochs} to go" if done < epochs else "no epoch to go"
+            job.console.print(f"resumed from the checkpoint of epoch {done}; {left}")
+        job.start_epochs_bar(epochs, completed=done)
+        for epoch in range(done + 1, epochs + 1):
             state = trainer.train_epoch(state, epoch - 1)
             job.epoch_done()
             # `ctrl.transform` has already ticked into the next epoch: when the
@@ -179,6 +272,7 @@ def train_epochs(job: Job, ctrl: Any, variables: Any, cstate: Any) -> Outcome:
             job.console.print(line)
             if statistics is not None:
                 job.console.out(statistics.to_str(), end="")
+            write_history(job.out, outcome.history, seed=job.seed, init_from=job.init_from)
             checkpoints.save(
                 epoch,
                 ctrl=ctrl,

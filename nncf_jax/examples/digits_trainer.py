@@ -187,8 +187,8 @@ class DigitsTrainer:
           The state after the epoch; `last` holds its `EpochStats`.
         """
         step_fn = self._step_fn(self._lr_scale)
-        n, bs, spe = len(self.data.x_train), self.settings.batch_size, self.steps_per_epoch
-        batches = self._rng.permutation(n)[: spe * bs].reshape(spe, bs)
+        spe = self.steps_per_epoch
+        batches = self._epoch_batches()
         task = None
         if self.progress is not None:
             label = f"{self.log_prefix} epoch {epoch + 1}"
@@ -218,6 +218,23 @@ class DigitsTrainer:
             seconds=seconds,
         )
         return {**state, "variables": variables, "opt_state": opt_state, "cstate": cstate}
+
+    def _epoch_batches(self) -> np.ndarray:
+        """The next epoch's batches, ``[steps_per_epoch, batch_size]`` indices: one
+        draw of the seeded stream per epoch (what `skip_epochs` replays)."""
+        n, bs, spe = len(self.data.x_train), self.settings.batch_size, self.steps_per_epoch
+        return self._rng.permutation(n)[: spe * bs].reshape(spe, bs)
+
+    def skip_epochs(self, epochs: int) -> None:
+        """Advances the batch order and the log's step axis past ``epochs`` trained epochs.
+
+        Resuming after epoch ``E``: the batch order of epoch ``E + 1`` is then
+        the one an uninterrupted run with the same seed trains it with (the
+        permutations of the completed epochs are drawn and discarded).
+        """
+        for _ in range(epochs):
+            self._epoch_batches()
+        self.global_step += epochs * self.steps_per_epoch
 
     def _log_steps(self, per_step: dict[str, Any]) -> None:
         if self.log is None:
