@@ -3,7 +3,8 @@
 Usage:
   python scripts/train_digits.py CONFIG [--model MODULE:FACTORY] [--epochs N]
       [--batch-size N] [--lr LR] [--seed S] [--out DIR] [--init-from RUN_DIR]
-      [--pretrain-epochs N] [--overwrite] [--no-tensorboard] [--no-plots] [--quiet]
+      [--pretrain-epochs N] [--overwrite | --resume] [--no-tensorboard] [--no-plots]
+      [--quiet]
 
 The same as ``nncf-jax train CONFIG ...`` (``nncf-jax train --help`` says
 more); see `nncf_jax.examples.digits`.
