@@ -31,11 +31,17 @@ class ConfigError(NNCFJaxError, ValueError):
 
     Attributes:
       path: JSON path of the offending value, e.g.
-        ``"compression[1].params.sparsity_target"`` (``""`` for the root).
+        ``"compression[1].params.sparsity_target"`` (``""`` for the root, and
+        for errors of the file itself, which print without a path).
     """
 
-    def __init__(self, path: str, message: str):
+    def __init__(self, path: str, message: str, *, file_level: bool = False):
         self.path = path
+        if file_level:
+            # The file itself is the problem (missing, unreadable, not JSON):
+            # no JSON path to name.
+            super().__init__(message)
+            return
         where = path if path else "<config root>"
         super().__init__(f"{where}: {message}")
 

@@ -241,7 +241,7 @@ def test_validate_config_ok_and_one_line_errors(runs):
     proc = runs.result("validate missing")
     assert proc.returncode == 2
     assert proc.stderr == (
-        f"nncf-jax: error: <config root>: config file {str(missing)!r} does not exist\n"
+        f"nncf-jax: error: config file {str(missing)!r} does not exist\n"
     )
 
     proc = runs.result("validate debug")

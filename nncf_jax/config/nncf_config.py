@@ -171,9 +171,11 @@ class NNCFConfig(dict):
             with open(name, encoding="utf-8") as f:
                 text = f.read()
         except FileNotFoundError:
-            raise ConfigError("", f"config file {name!r} does not exist") from None
+            raise ConfigError("", f"config file {name!r} does not exist", file_level=True) from None
         except (OSError, UnicodeDecodeError, ValueError) as e:  # ValueError: a NUL in the path
-            raise ConfigError("", f"cannot read config file {name!r}: {e}") from None
+            raise ConfigError(
+                "", f"cannot read config file {name!r}: {e}", file_level=True
+            ) from None
         try:
             data = json.loads(text, object_pairs_hook=_reject_duplicates)
         except json.JSONDecodeError as e:
@@ -187,9 +189,11 @@ class NNCFConfig(dict):
                 "", f"key {e.args[0]!r} appears twice in one object in {name!r}"
             ) from None
         except RecursionError:
-            raise ConfigError("", f"invalid JSON in {name!r}: nested too deeply to read") from None
+            raise ConfigError(
+                "", f"invalid JSON in {name!r}: nested too deeply to read", file_level=True
+            ) from None
         except ValueError as e:  # e.g. an integer of more than 4300 digits
-            raise ConfigError("", f"invalid JSON in {name!r}: {e}") from None
+            raise ConfigError("", f"invalid JSON in {name!r}: {e}", file_level=True) from None
         issue = first_issue(data)
         if issue is not None:
             raise issue.exception(f" (in {name!r})")

@@ -270,7 +270,7 @@ def test_script_is_the_train_command(tmp_path):
     )
     assert proc.returncode == 2, proc.stderr
     assert (
-        proc.stderr == f"nncf-jax: error: <config root>: config file {missing!r} does not exist\n"
+        proc.stderr == f"nncf-jax: error: config file {missing!r} does not exist\n"
     )
 
 
