@@ -3,7 +3,7 @@
 Public API; everything else is internal.
 """
 
-from nncf_jax import accuracy_aware, checkpoint, errors
+from nncf_jax import accuracy_aware, checkpoint, errors, export
 from nncf_jax.api import create_compressed_model
 from nncf_jax.config import NNCFConfig
 from nncf_jax.core.controller import CompressionController
@@ -28,6 +28,7 @@ __all__ = [
     "create_compressed_model",
     "errors",
     "exponential_sparsity_schedule",
+    "export",
     "multistep_schedule",
     "polynomial_schedule",
 ]
