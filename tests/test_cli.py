@@ -240,9 +240,7 @@ def test_validate_config_ok_and_one_line_errors(runs):
     missing = runs.root / "missing.json"
     proc = runs.result("validate missing")
     assert proc.returncode == 2
-    assert proc.stderr == (
-        f"nncf-jax: error: config file {str(missing)!r} does not exist\n"
-    )
+    assert proc.stderr == (f"nncf-jax: error: config file {str(missing)!r} does not exist\n")
 
     proc = runs.result("validate debug")
     assert proc.returncode == 2

@@ -269,9 +269,7 @@ def test_script_is_the_train_command(tmp_path):
         [sys.executable, str(script), missing], capture_output=True, text=True, check=False
     )
     assert proc.returncode == 2, proc.stderr
-    assert (
-        proc.stderr == f"nncf-jax: error: config file {missing!r} does not exist\n"
-    )
+    assert proc.stderr == f"nncf-jax: error: config file {missing!r} does not exist\n"
 
 
 @pytest.mark.slow
