@@ -1,10 +1,11 @@
-"""`scripts/bench.py --quick` runs end to end and reports the four ratios.
+"""`scripts/bench.py --quick` runs end to end and reports the four ratios and the export section.
 
 No timing goal is asserted here: timings depend on the machine and its load.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import pathlib
@@ -13,6 +14,16 @@ import sys
 
 BENCH = pathlib.Path(__file__).resolve().parents[2] / "scripts" / "bench.py"
 RATIOS = ("step_ratio", "refresh_ratio", "compile_ratio", "state_bytes_ratio")
+EXPORT_NUMBERS = ("stablehlo_float_bytes", "stablehlo_sparse_bytes", "stablehlo_sparse_over_float")
+OPENVINO_NUMBERS = ("float_ir_bytes", "sparse_ir_bytes", "sparse_over_float_ir_bytes")
+LATENCY_NUMBERS = ("float_s", "sparse_s", "sparse_over_float", "sparse_over_float_pooled")
+# The bench's OpenVINO part runs in the same interpreter as this test.
+HAS_OPENVINO = importlib.util.find_spec("openvino") is not None
+
+
+def _assert_positive_finite(where: str, value: object) -> None:
+    assert isinstance(value, int | float) and not isinstance(value, bool), (where, value)
+    assert math.isfinite(value) and value > 0, (where, value)
 
 
 def test_quick_bench_writes_four_positive_finite_ratios(tmp_path):
@@ -27,9 +38,28 @@ def test_quick_bench_writes_four_positive_finite_ratios(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     results = json.loads(out.read_text())
     for key in RATIOS:
-        value = results[key]
-        assert isinstance(value, int | float) and not isinstance(value, bool), (key, value)
-        assert math.isfinite(value) and value > 0, (key, value)
+        _assert_positive_finite(key, results[key])
     # The table names every goal.
     for metric in ("sparse step / dense step", "mask refresh", "compile", "state bytes"):
         assert metric in proc.stdout, metric
+
+    export = results["export"]
+    for key in EXPORT_NUMBERS:
+        _assert_positive_finite(f"export.{key}", export[key])
+    assert "StableHLO artefact bytes" in proc.stdout
+    # No int8 numbers until quantization exists; the note says so.
+    assert "int8 rows" in proc.stdout and "quantization" in export["int8_note"]
+    assert not any("int8" in key for key in export if key != "int8_note")
+    if not HAS_OPENVINO:
+        assert export["openvino"] is None
+        assert "OpenVINO is not installed" in proc.stdout
+        return
+    ov = export["openvino"]
+    assert ov is not None, export["openvino_skipped"]
+    for key in OPENVINO_NUMBERS:
+        _assert_positive_finite(f"export.openvino.{key}", ov[key])
+    # --quick: batch 1 only.
+    assert list(ov["latency"]) == ["b1"]
+    for key in LATENCY_NUMBERS:
+        _assert_positive_finite(f"export.openvino.latency.b1.{key}", ov["latency"]["b1"][key])
+    assert "OpenVINO CPU latency, batch 1" in proc.stdout
