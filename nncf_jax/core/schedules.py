@@ -16,6 +16,8 @@ from collections.abc import Callable, Sequence
 
 import jax.numpy as jnp
 
+from nncf_jax.errors import UsageError
+
 __all__ = [
     "Schedule",
     "baseline_pruning_schedule",
@@ -79,9 +81,12 @@ def multistep_schedule(steps: Sequence[float], levels: Sequence[float]) -> Sched
     Args:
       steps: increasing epochs at which the level changes, length ``n``.
       levels: ``n + 1`` levels; ``levels[-1]`` is the final target.
+
+    Raises:
+      UsageError: ``len(levels) != len(steps) + 1``.
     """
     if len(levels) != len(steps) + 1:
-        raise ValueError(
+        raise UsageError(
             f"multistep needs len(levels) == len(steps) + 1, got {len(levels)} levels "
             f"and {len(steps)} steps"
         )
