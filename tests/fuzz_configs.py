@@ -8,29 +8,13 @@ texts, and valid magnitude sparsity sections, built on the values of
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
-import sys
-from pathlib import Path
-from types import ModuleType
 
+import fuzz_support as _support
 from hypothesis import strategies as st
 
 from nncf_jax.config import KNOWN_ALGORITHMS, algorithm_defaults
 
-
-def _load(name: str) -> ModuleType:
-    """Imports ``tests/<name>.py`` once (tests run with --import-mode=importlib, off sys.path)."""
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        sys.modules[name] = module
-    return sys.modules[name]
-
-
-_support = _load("fuzz_support")
 INT32_MAX, KERNELS, NAMES, WORDS = (
     _support.INT32_MAX,
     _support.KERNELS,

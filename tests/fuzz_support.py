@@ -1,7 +1,7 @@
 """The config fuzz tests' model, time bounds, Hypothesis profile and hostile values.
 
 Shared by ``test_config_fuzz.py``, ``test_config_fuzz_regressions.py`` and
-``fuzz_configs.py``, which load it by path (see their ``_load``).
+``fuzz_configs.py``, which import it by name (pytest's ``pythonpath`` has ``tests/``).
 """
 
 from __future__ import annotations

@@ -33,11 +33,7 @@ bounds and hostile values are in ``fuzz_support.py``, the strategies in
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
-from types import ModuleType
 
 import pytest
 from hypothesis import event, given
@@ -53,18 +49,9 @@ pytestmark = [
 ]
 
 
-def _load(name: str) -> ModuleType:
-    """Imports ``tests/<name>.py`` once (tests run with --import-mode=importlib, off sys.path)."""
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        sys.modules[name] = module
-    return sys.modules[name]
+import fuzz_configs as _configs  # noqa: E402
+import fuzz_support as _support  # noqa: E402
 
-
-_support, _configs = _load("fuzz_support"), _load("fuzz_configs")
 # Derandomized Hypothesis seeds each test from a digest of its body: the bodies
 # keep these names, so that a rename does not change every fuzzed config.
 MODEL, VARIABLES = _support.MODEL, _support.VARIABLES

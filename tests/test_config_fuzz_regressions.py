@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
-import sys
 import threading
 import time
-from pathlib import Path
-from types import ModuleType
 
+import fuzz_support as _support
 import numpy as np
 import pytest
 
@@ -18,19 +15,6 @@ import nncf_jax as nj
 from nncf_jax.core.paths import ScopeRules
 from nncf_jax.errors import ConfigError, ScopeError
 
-
-def _load(name: str) -> ModuleType:
-    """Imports ``tests/<name>.py`` once (tests run with --import-mode=importlib, off sys.path)."""
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        sys.modules[name] = module
-    return sys.modules[name]
-
-
-_support = _load("fuzz_support")
 MODEL, VARIABLES, NAMES = _support.MODEL, _support.VARIABLES, _support.NAMES
 INT32_MAX, PARSE_BOUND_S, _timed = _support.INT32_MAX, _support.PARSE_BOUND_S, _support._timed
 _Opaque, _nested, _cycle, _wide_dag = (
