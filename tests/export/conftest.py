@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -40,3 +43,29 @@ def batches():
         "b1": np.asarray(jax.random.normal(jax.random.key(1), (1, 8, 8, 1))),
         "b7": np.asarray(jax.random.normal(jax.random.key(2), (7, 8, 8, 1))),
     }
+
+
+@pytest.fixture
+def load_in_fresh_process(tmp_path):
+    """Runs a loader script on an artefact in a new Python process; returns its outputs.
+
+    The loader gets ``ARTEFACT INPUTS.npz OUT.npz *extra`` and writes one
+    output per input name to ``OUT.npz``.
+    """
+
+    def run(loader: str, artefact, inputs, *extra: str, timeout: int = 300):
+        np.savez(tmp_path / "inputs.npz", **inputs)
+        script = tmp_path / "load.py"
+        script.write_text(loader)
+        args = [str(artefact), str(tmp_path / "inputs.npz"), str(tmp_path / "out.npz"), *extra]
+        result = subprocess.run(
+            [sys.executable, str(script), *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=tmp_path,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        return np.load(tmp_path / "out.npz")
+
+    return run

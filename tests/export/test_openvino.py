@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import textwrap
 
@@ -41,7 +40,9 @@ def _compile(ov, path):
     return ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
 
 
-def test_openvino_ir_runs_without_jax_and_matches(ov, sparse_model, tmp_path, batches):
+def test_openvino_ir_runs_without_jax_and_matches(
+    ov, sparse_model, tmp_path, batches, load_in_fresh_process
+):
     ctrl, variables = sparse_model
     artefact = ctrl.export_model(
         str(tmp_path / "model.xml"),
@@ -65,23 +66,7 @@ def test_openvino_ir_runs_without_jax_and_matches(ov, sparse_model, tmp_path, ba
     ]
 
     inputs = batches
-    np.savez(tmp_path / "inputs.npz", **inputs)
-    (tmp_path / "load.py").write_text(LOADER)
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(tmp_path / "load.py"),
-            str(tmp_path / "model.xml"),
-            str(tmp_path / "inputs.npz"),
-            str(tmp_path / "out.npz"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    out = np.load(tmp_path / "out.npz")
+    out = load_in_fresh_process(LOADER, tmp_path / "model.xml", inputs)
     for name, x in inputs.items():
         expected = np.asarray(ctrl.apply(variables, ctrl.state, x))
         assert out[name].shape == expected.shape

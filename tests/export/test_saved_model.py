@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import textwrap
 
@@ -34,7 +33,9 @@ def tf():
     return pytest.importorskip("tensorflow")
 
 
-def test_saved_model_loads_without_nncf_jax_and_matches(tf, sparse_model, tmp_path, batches):
+def test_saved_model_loads_without_nncf_jax_and_matches(
+    tf, sparse_model, tmp_path, batches, load_in_fresh_process
+):
     ctrl, variables = sparse_model
     artefact = ctrl.export_model(
         str(tmp_path / "model_tf"),
@@ -55,23 +56,7 @@ def test_saved_model_loads_without_nncf_jax_and_matches(tf, sparse_model, tmp_pa
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model_tf", "model_tf.json"]
 
     inputs = batches
-    np.savez(tmp_path / "inputs.npz", **inputs)
-    (tmp_path / "load.py").write_text(LOADER)
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(tmp_path / "load.py"),
-            str(tmp_path / "model_tf"),
-            str(tmp_path / "inputs.npz"),
-            str(tmp_path / "out.npz"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    out = np.load(tmp_path / "out.npz")
+    out = load_in_fresh_process(LOADER, tmp_path / "model_tf", inputs)
     for name, x in inputs.items():
         expected = np.asarray(ctrl.apply(variables, ctrl.state, x))
         assert out[name].shape == expected.shape

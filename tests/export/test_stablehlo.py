@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import textwrap
 
 import flax.linen as nn
@@ -36,29 +34,9 @@ LOADER = textwrap.dedent(
 )
 
 
-def _load_in_fresh_process(tmp_path, artefact, inputs, grad=False):
-    np.savez(tmp_path / "inputs.npz", **inputs)
-    script = tmp_path / "load.py"
-    script.write_text(LOADER)
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(script),
-            str(artefact),
-            str(tmp_path / "inputs.npz"),
-            str(tmp_path / "out.npz"),
-            "1" if grad else "0",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    return np.load(tmp_path / "out.npz")
-
-
-def test_export_loads_without_nncf_jax_and_matches_exactly(sparse_model, tmp_path):
+def test_export_loads_without_nncf_jax_and_matches_exactly(
+    sparse_model, tmp_path, load_in_fresh_process
+):
     ctrl, variables = sparse_model
     artefact = ctrl.export_model(
         str(tmp_path / "model.stablehlo"), input_names=["image"], output_names=["logits"]
@@ -74,17 +52,17 @@ def test_export_loads_without_nncf_jax_and_matches_exactly(sparse_model, tmp_pat
         "b1": np.asarray(jax.random.normal(jax.random.key(1), (1, 8, 8, 1))),
         "b7": np.asarray(jax.random.normal(jax.random.key(2), (7, 8, 8, 1))),
     }
-    out = _load_in_fresh_process(tmp_path, tmp_path / "model.stablehlo", inputs)
+    out = load_in_fresh_process(LOADER, tmp_path / "model.stablehlo", inputs, "0")
     for name, x in inputs.items():
         expected = np.asarray(ctrl.apply(variables, ctrl.state, x))
         np.testing.assert_array_equal(out[name], expected)
 
 
-def test_vjp_order_keeps_gradients(sparse_model, tmp_path):
+def test_vjp_order_keeps_gradients(sparse_model, tmp_path, load_in_fresh_process):
     ctrl, variables = sparse_model
     ctrl.export_model(str(tmp_path / "m.stablehlo"), vjp_order=1)
     x = np.asarray(jax.random.normal(jax.random.key(1), (3, 8, 8, 1)))
-    out = _load_in_fresh_process(tmp_path, tmp_path / "m.stablehlo", {"x": x}, grad=True)
+    out = load_in_fresh_process(LOADER, tmp_path / "m.stablehlo", {"x": x}, "1")
     expected = jax.grad(lambda x: ctrl.apply(variables, ctrl.state, x).sum())(x)
     np.testing.assert_allclose(out["grad"], np.asarray(expected), rtol=1e-5, atol=1e-6)
 
