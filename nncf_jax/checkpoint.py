@@ -180,6 +180,24 @@ def _has_bytes(leaf: Any) -> bool:
     return jnp.issubdtype(dtype, jnp.number) or jnp.issubdtype(dtype, jnp.bool_)
 
 
+_SAVABLE_LEAVES = (jax.Array, np.ndarray, np.generic, bool, int, float, str)
+
+
+def _unsavable_leaves(tree: Any) -> list[str]:
+    """``"path (type)"`` for every leaf orbax's `StandardSave` cannot write.
+
+    Checked before orbax starts: orbax creates the step's temporary folders
+    in a background thread and only then fails on such a leaf, which races
+    with the next save of the same step (it removes that folder while the
+    thread still writes into it).
+    """
+    return [
+        f"{path} ({type(leaf).__name__})"
+        for path, leaf in _flat(tree).items()
+        if not isinstance(leaf, _SAVABLE_LEAVES)
+    ]
+
+
 def _checksums(tree: Any) -> dict[str, str | None]:
     """``{path: "16 hex digits" or None}`` for every leaf of ``tree`` (None: not
     an array of numbers, e.g. a PRNG key or a string)."""
@@ -281,6 +299,16 @@ class CheckpointManager:
             return False  # off the save interval, or not after the latest step
         compression_state = ctrl.get_compression_state()
         tree = {"variables": variables, "opt_state": opt_state, "cstate": cstate}
+        unsavable = _unsavable_leaves(tree)
+        if unsavable:
+            listed = ", ".join(unsavable[:_MAX_LISTED])
+            more = (
+                f" and {len(unsavable) - _MAX_LISTED} more" if len(unsavable) > _MAX_LISTED else ""
+            )
+            raise CheckpointError(
+                f"saving step {step} to {self.directory} failed: leaves that are not arrays "
+                f"or scalars cannot be checkpointed: {listed}{more} (nothing was written)"
+            )
         try:
             integrity = {"format": _INTEGRITY_FORMAT, "checksums": _checksums(tree)}
             args = ocp.args.Composite(
