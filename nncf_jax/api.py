@@ -67,8 +67,9 @@ def create_compressed_model(
       variables: ``model.init(...)`` output (``{"params": ..., ...}``), or a
         bare params pytree for a plain function.
       config: an `NNCFConfig` or a dict (validated here).
-      init_data: iterable of input batches for initialisers (range init, BN
-        adaptation); unused by the sparsity algorithms.
+      init_data: iterable of input batches for initialisers (quantizer range
+        init, HAWQ); each item is the model's input array, or a tuple of its
+        positional inputs. Unused by the sparsity algorithms.
       compression_state: ``ctrl.get_compression_state()`` of an earlier run:
         builder states are checked against this build, then the controller
         state (counters, levels) is loaded and masks re-derived at the saved
@@ -111,6 +112,14 @@ def create_compressed_model(
         param_names=tuple(flatten_params(params)),
         init_data=init_data,
         steps_per_epoch=_steps_per_epoch(sections, steps_per_epoch),
+        model=model,
+        apply_fn=apply_fn,
+        variables=variables,
+        saved_builder_state=(
+            compression_state.get("builder_state")
+            if isinstance(compression_state, Mapping)
+            else None
+        ),
     )
     algorithms = [get_builder(s.name, s.path)(s, context) for s in sections]
     ctrl = CompressionController(

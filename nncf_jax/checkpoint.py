@@ -458,6 +458,41 @@ class CheckpointManager:
             compression_state=dict(compression_state),
         )
 
+    def read_compression_state(self, step: int | None = None) -> dict[str, Any]:
+        """The JSON ``compression_state`` of a step (the latest complete one by default).
+
+        Reads no array: pass it to ``create_compressed_model(...,
+        compression_state=...)`` to rebuild the controller a checkpoint was
+        saved with (quantizer setup and initial ranges included, so no
+        calibration data is needed), then `restore` the arrays.
+
+        Raises:
+          CheckpointError: no such step, or its JSON is missing or unreadable.
+        """
+        self.wait_until_finished()
+        steps = self.all_steps()
+        if step is None and steps:
+            step = steps[-1]
+        if step is None or int(step) not in steps:
+            raise CheckpointError(
+                f"no checkpoint for step {step} in {self.directory}; available: {steps}"
+            )
+        try:
+            item = self._manager.restore(
+                int(step), args=ocp.args.Composite(**{_JSON: ocp.args.JsonRestore()})
+            )[_JSON]
+        except Exception as e:
+            raise CheckpointError(
+                f"checkpoint step {step} in {self.directory}: its {_JSON} cannot be read "
+                f"({_reason(e)})"
+            ) from e
+        if not isinstance(item, Mapping) or not {"builder_state", "ctrl_state"} <= set(item):
+            raise CheckpointError(
+                f"checkpoint step {step} in {self.directory}: {_JSON} is not a "
+                "get_compression_state() dict"
+            )
+        return dict(item)
+
     @staticmethod
     def _check_builder_state(ctrl: Any, saved: Mapping[str, Any], misfit: Any) -> None:
         current = ctrl.get_compression_state()["builder_state"]

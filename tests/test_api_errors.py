@@ -60,9 +60,11 @@ def test_bad_configs(cnn, compression, error, message):
 def test_known_but_unbuilt_algorithm_says_so(cnn):
     model, variables, *_ = cnn
     with pytest.raises(
-        errors.NotAvailableError, match=r"compression.algorithm: 'quantization' .*not build yet"
+        errors.NotAvailableError, match=r"compression.algorithm: 'filter_pruning' .*not build yet"
     ):
-        nj.create_compressed_model(model, variables, {"compression": {"algorithm": "quantization"}})
+        nj.create_compressed_model(
+            model, variables, {"compression": {"algorithm": "filter_pruning"}}
+        )
 
 
 def test_errors_are_the_library_classes_not_bare_builtins(cnn):

@@ -13,6 +13,7 @@ never import each other.
 from __future__ import annotations
 
 import abc
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -35,6 +36,10 @@ class CompressionAlgorithm(abc.ABC):
 
     name: str
     config_path: str
+    # Where the algorithm's compress_params runs among several: weight masks
+    # (sparsity, pruning: 0) before weight fake-quantization (10), whatever
+    # the order of the config's sections.
+    application_order: int = 0
 
     # --- build time -------------------------------------------------------
 
@@ -73,6 +78,11 @@ class CompressionAlgorithm(abc.ABC):
     def compress_params(self, params: Any, state: Any) -> Any:
         """The params the compressed forward sees (masked, fake-quantized, ...)."""
         return params
+
+    def forward_context(self, state: Any) -> contextlib.AbstractContextManager:
+        """A context the model's forward runs in (e.g. ``nn.intercept_methods``
+        putting activation quantizers on op inputs); a no-op by default."""
+        return contextlib.nullcontext()
 
     def loss(self, params: Any, state: Any) -> jnp.ndarray:
         """The algorithm's compression loss, a float32 scalar."""

@@ -15,6 +15,7 @@ controller per algorithm, sharing the parent's handles.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from functools import cached_property
 from typing import Any
@@ -71,7 +72,8 @@ class CompressionController:
         input_info: Any = None,
         _root: CompressionController | None = None,
     ):
-        self._algorithms = tuple(algorithms)
+        # Stable sort: config order among algorithms of the same order.
+        self._algorithms = tuple(sorted(algorithms, key=lambda a: a.application_order))
         self._apply_fn = apply_fn
         self._has_collections = has_collections
         self.steps_per_epoch = steps_per_epoch
@@ -244,7 +246,21 @@ class CompressionController:
             ``mutable=["batch_stats"]``).
         """
         params = self.compress_params(self._params_of(variables), state)
-        return self._apply_fn(self._with_params(variables, params), *inputs, **kwargs)
+        with self.forward_context(state):
+            return self._apply_fn(self._with_params(variables, params), *inputs, **kwargs)
+
+    def forward_context(self, state: CompressionState) -> contextlib.ExitStack:
+        """The context every compressed forward runs in (activation quantizers, ...).
+
+        ``ctrl.apply`` enters it itself; enter it around ``model.apply`` to
+        run a forward of your own (e.g. on stripped variables) with the
+        activation quantizers in place.
+        """
+        states = self._states(state)
+        stack = contextlib.ExitStack()
+        for a in self._algorithms:
+            stack.enter_context(a.forward_context(states[a.name]))
+        return stack
 
     def loss(self, params: Any = None, state: CompressionState | None = None) -> jax.Array:
         """Compression loss (float32 scalar): the sum of the algorithms' losses.
@@ -298,8 +314,11 @@ class CompressionController:
     def strip(self, variables: Any = None, state: CompressionState | None = None) -> Any:
         """Plain variables for the original model, compression baked in.
 
-        Masks are multiplied into the weights; the result runs with the
-        unmodified model and needs no nncf_jax.
+        Masks are multiplied into the weights and weights are fake-quantized
+        in place (their values sit on the integer grid); the result runs with
+        the unmodified model and needs no nncf_jax. Activation quantizers are
+        not weights: they stay in ``ctrl.apply``, in `forward_context` and in
+        exported artefacts.
         """
         variables = self._with_params({}, self.params) if variables is None else variables
         state = self.state if state is None else state
@@ -448,9 +467,13 @@ class CompressionController:
 
         self._require_params("export_model")
         stripped = self.strip()
+        state = self.state
 
         def forward(*args, **kwargs):
-            return self._apply_fn(stripped, *args, **kwargs)
+            # Activation quantizers stay in the exported graph (NNCF keeps its
+            # FakeQuantize ops); weights are already baked by strip.
+            with self.forward_context(state):
+                return self._apply_fn(stripped, *args, **kwargs)
 
         metadata = {
             "algorithms": [self._names[a.name] for a in self._algorithms],

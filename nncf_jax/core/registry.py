@@ -18,7 +18,7 @@ from nncf_jax.errors import NotAvailableError, UnknownAlgorithmError
 
 __all__ = ["BuildContext", "get_builder", "register_algorithm", "registered_algorithms"]
 
-_BUILTIN_MODULES = ("nncf_jax.sparsity.magnitude_builder",)
+_BUILTIN_MODULES = ("nncf_jax.sparsity.magnitude_builder", "nncf_jax.quantization.builder")
 
 _BUILDERS: dict[str, Callable[..., Any]] = {}
 
@@ -33,6 +33,12 @@ class BuildContext:
       param_names: every param path, in tree order.
       init_data: iterable of input batches for initialisers, or None.
       steps_per_epoch: optimizer steps per epoch, when the caller knows it.
+      model: the model as given (a linen Module, or an apply function).
+      apply_fn: its forward, ``apply_fn(variables, *inputs)``.
+      variables: the whole variables (params and e.g. ``batch_stats``).
+      saved_builder_state: ``compression_state["builder_state"]`` when
+        resuming (builders that initialise from data reuse what it records
+        instead of initialising again), else None.
     """
 
     config: Any
@@ -40,6 +46,10 @@ class BuildContext:
     param_names: tuple[str, ...]
     init_data: Iterable[Any] | None
     steps_per_epoch: int | None
+    model: Any = None
+    apply_fn: Any = None
+    variables: Any = None
+    saved_builder_state: Any = None
 
 
 def register_algorithm(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:

@@ -72,7 +72,7 @@ from rich.table import Table
 
 import nncf_jax as nj
 from nncf_jax.errors import ConfigError, UsageError
-from nncf_jax.examples.digits_data import CNN, DigitsData, load_digits_data
+from nncf_jax.examples.digits_data import CNN, DigitsData, calibration_batches, load_digits_data
 from nncf_jax.examples.digits_job import (
     HISTORY_FILE,
     Job,
@@ -275,7 +275,8 @@ def run(
     Returns:
       The metrics also written to ``out_dir/metrics.json``:
       ``test_accuracy`` / ``test_loss`` (compressed forward, final state),
-      ``stripped_test_accuracy`` (plain model on stripped variables),
+      ``stripped_test_accuracy`` (plain model on stripped variables, with the
+      activation quantizers of ``ctrl.forward_context`` where there are any),
       ``float_test_accuracy`` (plain model on the trained variables with no
       compression applied), ``stripped_matches`` (same predictions as the
       compressed forward), ``sparsity`` (per algorithm, from
@@ -331,7 +332,11 @@ def run(
     if init_from is not None:
         variables = load_variables(init_from, variables)
     ctrl, cstate = nj.create_compressed_model(
-        spec.model, variables, config, steps_per_epoch=steps_per_epoch
+        spec.model,
+        variables,
+        config,
+        init_data=calibration_batches(data.x_train, settings.batch_size),
+        steps_per_epoch=steps_per_epoch,
     )
     accuracy_aware = None  # the mode, when the config has the section
     if config.get("accuracy_aware_training") is not None:
@@ -426,7 +431,7 @@ def _finish(
     ctrl.sync(variables, cstate)
     logits, test_loss, test_accuracy = trainer.evaluate(outcome.state)
     stripped = ctrl.strip(variables, cstate)
-    stripped_logits, _, stripped_accuracy = trainer.evaluate_plain(stripped)
+    stripped_logits, _, stripped_accuracy = trainer.evaluate_stripped(stripped, cstate)
     _, _, float_accuracy = trainer.evaluate_plain(variables)
     stripped_matches = (
         bool(jnp.array_equal(jnp.argmax(logits, -1), jnp.argmax(stripped_logits, -1)))

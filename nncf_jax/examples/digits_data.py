@@ -10,7 +10,15 @@ import numpy as np
 
 from nncf_jax.errors import UsageError
 
-__all__ = ["CNN", "IMAGE_SHAPE", "NUM_CLASSES", "TRAIN_SIZE", "DigitsData", "load_digits_data"]
+__all__ = [
+    "CNN",
+    "IMAGE_SHAPE",
+    "NUM_CLASSES",
+    "TRAIN_SIZE",
+    "DigitsData",
+    "calibration_batches",
+    "load_digits_data",
+]
 
 IMAGE_SHAPE = (8, 8, 1)
 NUM_CLASSES = 10
@@ -36,6 +44,16 @@ class DigitsData:
     y_train: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
+
+
+def calibration_batches(
+    x_train: np.ndarray, batch_size: int, samples: int = 256
+) -> list[np.ndarray]:
+    """The first ``samples`` training images in batches: ``init_data`` for
+    range initialisation (quantization) and HAWQ; a list, so it can be read
+    more than once."""
+    n = min(samples, len(x_train))
+    return [x_train[i : min(i + batch_size, n)] for i in range(0, n, batch_size)]
 
 
 def load_digits_data() -> DigitsData:

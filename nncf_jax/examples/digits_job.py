@@ -25,7 +25,7 @@ from typing import Any
 import nncf_jax as nj
 from nncf_jax.accuracy_aware import create_accuracy_aware_training_loop
 from nncf_jax.accuracy_aware.history import STAGE_NAMES
-from nncf_jax.examples.digits_data import DigitsData
+from nncf_jax.examples.digits_data import DigitsData, calibration_batches
 from nncf_jax.examples.digits_model import ModelSpec
 from nncf_jax.examples.digits_trainer import DigitsTrainer
 from nncf_jax.examples.train_settings import TrainSettings
@@ -332,7 +332,11 @@ def train_accuracy_aware(
         spe = pre.steps_per_epoch
         # Compression is built on the trained weights (magnitude masks, ...).
         ctrl, cstate = nj.create_compressed_model(
-            job.model.model, variables, job.config, steps_per_epoch=spe
+            job.model.model,
+            variables,
+            job.config,
+            init_data=calibration_batches(job.data.x_train, job.settings.batch_size),
+            steps_per_epoch=spe,
         )
     trainer = job.trainer(ctrl)
     trainer.global_step = trainers[-1].global_step if trainers else 0

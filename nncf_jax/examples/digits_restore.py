@@ -143,11 +143,19 @@ def restore_run(run_dir: str | os.PathLike) -> RestoredRun:
     shape = sample_shape(config, digits_cnn=spec.is_default)
     variables = init_variables(spec.model, 0, shape)
     steps_per_epoch = max(TRAIN_SIZE // settings.batch_size, 1)
-    ctrl, cstate = nj.create_compressed_model(
-        spec.model, variables, config, steps_per_epoch=steps_per_epoch
-    )
     opt_state = settings.make_optimizer().init(variables["params"])
     with nj.checkpoint.CheckpointManager(path / "checkpoints") as checkpoints:
+        # The saved builder state rebuilds the controller as trained (e.g. the
+        # quantizer setup), with no calibration data.
+        ctrl, cstate = nj.create_compressed_model(
+            spec.model,
+            variables,
+            config,
+            steps_per_epoch=steps_per_epoch,
+            compression_state=checkpoints.read_compression_state()
+            if checkpoints.latest_step() is not None
+            else None,
+        )
         restored = checkpoints.restore(
             variables=variables, opt_state=opt_state, cstate=cstate, ctrl=ctrl
         )

@@ -103,7 +103,7 @@ class DigitsTrainer:
         self._lr_scale = 1.0
         self._steps: dict[float, Any] = {}
         self._example: tuple | None = None
-        self._eval = self._plain = None
+        self._eval = self._plain = self._stripped = None
 
     # --- compilation ----------------------------------------------------------
 
@@ -283,6 +283,21 @@ class DigitsTrainer:
         logits, loss, accuracy = self._compiled_eval(plain=True)(
             variables, self._x_test, self._y_test
         )
+        return logits, float(loss), float(accuracy)
+
+    def evaluate_stripped(self, stripped: Any, cstate: Any) -> tuple[jax.Array, float, float]:
+        """``(logits, loss, accuracy)`` of ``model.apply`` on stripped variables, inside
+        ``ctrl.forward_context(cstate)`` (activation quantizers; a no-op without them)."""
+        if self._stripped is None:
+            ctrl, model = self.ctrl, self.model
+
+            def eval_stripped(variables, cstate, x, y):
+                with ctrl.forward_context(cstate):
+                    logits = model.apply(variables, x)
+                return logits, *_metrics(logits, y)
+
+            self._stripped = jax.jit(eval_stripped)
+        logits, loss, accuracy = self._stripped(stripped, cstate, self._x_test, self._y_test)
         return logits, float(loss), float(accuracy)
 
     def validate(self, state: State) -> float:
