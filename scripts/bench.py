@@ -22,6 +22,10 @@ Measures, in one run on one machine, the four goals of the design:
 4. **state bytes / param bytes**: all leaves of the compression state over
    all params, for the digits CNN and the 25M tree.
 
+The **quantization** section (`bench_quant.py`, issue 3) times the same
+train step with INT8 weight and activation fake-quantization against the
+float step (goal <= 1.3) and compares compile times.
+
 Beside the goals, the **export** section (issue 6) exports the example
 digits CNN (``nncf_jax.examples.digits_data.CNN``, 151,306 params) twice with
 ``ctrl.export_model``: float (a config with no compression) and 50%
@@ -59,6 +63,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from bench_export import bench_export, report_export, tree_bytes, tree_size
+from bench_quant import bench_quantization, report_quantization
 from rich.console import Console
 from rich.table import Table
 
@@ -538,6 +543,7 @@ def report(results: dict[str, Any], console: Console) -> None:
     for row in rows:
         absolute.add_row(*row)
     console.print(absolute)
+    report_quantization(results["quantization"], console)
     report_export(results["export"], console)
 
 
@@ -556,6 +562,7 @@ def run(sizes: Sizes, steps_per_epoch: int) -> dict[str, Any]:
     steps = bench_steps(sizes, steps_per_epoch)
     comp = bench_compile(steps["_model"], steps["_ctrl"], steps["_args"], sizes.compile_repeats)
     refresh = bench_refresh(sizes)
+    quant = bench_quantization(sizes, steps["_model"], make_dense_step, make_sparse_step)
     export = bench_export(sizes)
     state_ratios = {
         "digits_cnn": steps["state_bytes"] / steps["param_bytes"],
@@ -572,6 +579,7 @@ def run(sizes: Sizes, steps_per_epoch: int) -> dict[str, Any]:
         "steps": steps,
         "compile": comp,
         "refresh": refresh,
+        "quantization": quant,
         "export": export,
     }
 

@@ -43,6 +43,12 @@ def test_quick_bench_writes_four_positive_finite_ratios(tmp_path):
     for metric in ("sparse step / dense step", "mask refresh", "compile", "state bytes"):
         assert metric in proc.stdout, metric
 
+    quant = results["quantization"]
+    for key in ("qat_step_ratio", "qat_compile_ratio", "float_step_s", "qat_step_s"):
+        _assert_positive_finite(f"quantization.{key}", quant[key])
+    assert quant["weight_quantizers"] == 4 and quant["activation_quantizers"] == 4
+    assert "QAT step / float step" in proc.stdout
+
     export = results["export"]
     for key in EXPORT_NUMBERS:
         _assert_positive_finite(f"export.{key}", export[key])
