@@ -119,6 +119,17 @@ class CompressionAlgorithm(abc.ABC):
         """Plain params for the original model, compression baked in."""
         return self.compress_params(params, state)
 
+    def pack_params(self, params: Any, state: Any) -> tuple[Any, Callable[[Any], Any]]:
+        """What an exported artefact stores for stripped params, and how to unpack it.
+
+        Returns ``(stored, unpack)``: ``stored`` is a pytree of arrays that the
+        artefact embeds as constants (e.g. int8 codes and scales instead of
+        float weights) and ``unpack(stored)`` rebuilds the stripped params
+        with jnp ops, inside the exported graph. The default stores the params
+        as they are.
+        """
+        return params, lambda stored: stored
+
     # --- host side: the NNCF facade ---------------------------------------
 
     def scheduler_state(self, state: Any) -> dict[str, Any]:

@@ -249,6 +249,24 @@ class CompressionController:
         with self.forward_context(state):
             return self._apply_fn(self._with_params(variables, params), *inputs, **kwargs)
 
+    def pack_params(self, params: Any, state: CompressionState) -> tuple[Any, Callable[[Any], Any]]:
+        """``(stored, unpack)`` of stripped params for an artefact (see
+        `CompressionAlgorithm.pack_params`): each algorithm packs in turn and
+        ``unpack`` undoes them in reverse order, giving the stripped params
+        back bit for bit."""
+        states = self._states(state)
+        unpackers = []
+        for a in self._algorithms:
+            params, unpack = a.pack_params(params, states[a.name])
+            unpackers.append(unpack)
+
+        def unpack_all(stored: Any) -> Any:
+            for unpack in reversed(unpackers):
+                stored = unpack(stored)
+            return stored
+
+        return params, unpack_all
+
     def forward_context(self, state: CompressionState) -> contextlib.ExitStack:
         """The context every compressed forward runs in (activation quantizers, ...).
 
@@ -468,12 +486,15 @@ class CompressionController:
         self._require_params("export_model")
         stripped = self.strip()
         state = self.state
+        stored, unpack = self.pack_params(self._params_of(stripped), state)
 
         def forward(*args, **kwargs):
-            # Activation quantizers stay in the exported graph (NNCF keeps its
-            # FakeQuantize ops); weights are already baked by strip.
+            # Quantized weights are stored as integer codes and unpacked in
+            # the graph; activation quantizers stay in it (NNCF keeps its
+            # FakeQuantize ops).
+            variables = self._with_params(stripped, unpack(stored))
             with self.forward_context(state):
-                return self._apply_fn(stripped, *args, **kwargs)
+                return self._apply_fn(variables, *args, **kwargs)
 
         metadata = {
             "algorithms": [self._names[a.name] for a in self._algorithms],

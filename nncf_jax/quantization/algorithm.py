@@ -34,6 +34,7 @@ from nncf_jax.core.paths import param_path
 from nncf_jax.core.stage import CompressionStage
 from nncf_jax.errors import StateMismatchError
 from nncf_jax.quantization.fake_quant import asymmetric_quantize, symmetric_quantize
+from nncf_jax.quantization.packing import pack_weight, unpack_weight
 from nncf_jax.quantization.placement import OpSite, quantizing_interceptor
 from nncf_jax.quantization.setup import ACTIVATIONS, WEIGHTS, QuantizerSpec
 from nncf_jax.quantization.statistics import QuantizationStatistics
@@ -221,6 +222,32 @@ class Quantization(CompressionAlgorithm):
         return nn.intercept_methods(
             quantizing_interceptor(self._sites, quantize, quantize_outputs=self.quantize_outputs)
         )
+
+    def pack_params(self, params: Any, state: QuantizationState):
+        """Quantized kernels as integer codes (`nncf_jax.quantization.packing`);
+        ``unpack`` rebuilds the stripped params bit for bit in the graph."""
+        leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
+        names = [param_path(p) for p, _ in leaves]
+        flat = dict(zip(names, (leaf for _, leaf in leaves), strict=True))
+        weights = jax.device_get(state.weights)
+        packed = {
+            name: pack_weight(spec, _lookup(weights, name), flat[name])
+            for name, spec in self._weights.items()
+        }
+        shapes = {name: tuple(np.shape(flat[name])) for name in packed}
+        stored = {"packed": packed, "rest": {n: v for n, v in flat.items() if n not in packed}}
+
+        def unpack(stored):
+            return treedef.unflatten(
+                [
+                    unpack_weight(self._weights[n], shapes[n], stored["packed"][n])
+                    if n in shapes
+                    else stored["rest"][n]
+                    for n in names
+                ]
+            )
+
+        return stored, unpack
 
     # --- host side ----------------------------------------------------------
 
