@@ -15,8 +15,21 @@ import sys
 BENCH = pathlib.Path(__file__).resolve().parents[2] / "scripts" / "bench.py"
 RATIOS = ("step_ratio", "refresh_ratio", "compile_ratio", "state_bytes_ratio")
 EXPORT_NUMBERS = ("stablehlo_float_bytes", "stablehlo_sparse_bytes", "stablehlo_sparse_over_float")
-OPENVINO_NUMBERS = ("float_ir_bytes", "sparse_ir_bytes", "sparse_over_float_ir_bytes")
-LATENCY_NUMBERS = ("float_s", "sparse_s", "sparse_over_float", "sparse_over_float_pooled")
+OPENVINO_NUMBERS = (
+    "float_ir_bytes",
+    "sparse_ir_bytes",
+    "int8_ir_bytes",
+    "sparse_over_float_ir_bytes",
+    "int8_over_float_ir_bytes",
+)
+LATENCY_NUMBERS = (
+    "float_s",
+    "sparse_s",
+    "int8_s",
+    "sparse_over_float",
+    "int8_over_float",
+    "sparse_over_float_pooled",
+)
 # The bench's OpenVINO part runs in the same interpreter as this test.
 HAS_OPENVINO = importlib.util.find_spec("openvino") is not None
 
@@ -53,9 +66,9 @@ def test_quick_bench_writes_four_positive_finite_ratios(tmp_path):
     for key in EXPORT_NUMBERS:
         _assert_positive_finite(f"export.{key}", export[key])
     assert "StableHLO artefact bytes" in proc.stdout
-    # No int8 numbers until quantization exists; the note says so.
-    assert "int8 rows" in proc.stdout and "quantization" in export["int8_note"]
-    assert not any("int8" in key for key in export if key != "int8_note")
+    _assert_positive_finite("export.stablehlo_int8_over_float", export["stablehlo_int8_over_float"])
+    # int8 codes: a quarter of the float bytes plus the graph and scales.
+    assert export["stablehlo_int8_over_float"] < 0.35
     if not HAS_OPENVINO:
         assert export["openvino"] is None
         assert "OpenVINO is not installed" in proc.stdout
