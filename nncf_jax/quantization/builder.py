@@ -313,6 +313,33 @@ def _from_saved(saved: Mapping[str, Any], path: str):
     return specs, ranges
 
 
+def _check_saved_spec(
+    now: QuantizerSpec, then: QuantizerSpec, path: str, *, hawq_bits: list[int] | None
+) -> None:
+    """Raises `StateMismatchError` if a saved quantizer contradicts this config.
+
+    Settings decided from data at build time are taken from the saved state:
+    the signedness of activations (and of asymmetric quantizers, always
+    unsigned) and, under ``hawq``, the weight bit widths (which must be among
+    the config's ``bits``).
+    """
+    expected, saved = now.to_json(), then.to_json()
+    if now.signed is None or now.mode == "asymmetric" or then.mode == "asymmetric":
+        del expected["signed"], saved["signed"]
+    if hawq_bits is not None and now.group == WEIGHTS and then.bits in hawq_bits:
+        expected["bits"] = then.bits
+        expected["half_range"] = now.half_range and then.bits == 8
+    if expected != saved:
+        diff = {k: (saved[k], expected[k]) for k in expected if expected[k] != saved.get(k)}
+        raise StateMismatchError(
+            f"{path} (quantization): quantizer {now.name!r} was saved with "
+            + ", ".join(f"{k}={a!r}" for k, (a, _) in diff.items())
+            + "; this config gives "
+            + ", ".join(f"{k}={b!r}" for k, (_, b) in diff.items())
+            + " (resume with the config the state was saved with)"
+        )
+
+
 @register_algorithm("quantization")
 def build_quantization(section, context: BuildContext) -> Quantization:
     """Builds `Quantization` from a ``quantization`` section."""
@@ -354,10 +381,16 @@ def build_quantization(section, context: BuildContext) -> Quantization:
     if not specs:
         raise ConfigError(path, "no quantizer left after ignored_scopes/target_scopes")
 
+    record: dict[str, Any] | None = None
+    if precision.get("type") == "manual":
+        # Data-free, so it runs on resume too and the saved bits are checked against it.
+        bits = _manual_bits(precision, specs, path)
+        specs = [replace(s, bits=bits.get(s.name, s.bits)) for s in specs]
+        record = {"type": "manual", "bits": {s.name: s.bits for s in specs}}
+
     saved = (context.saved_builder_state or {}).get("quantization")
     if saved is not None:
         saved_specs, ranges = _from_saved(saved, path)
-        specs = [saved_specs.get(s.name, s) for s in specs]
         if set(ranges) != {s.name for s in specs}:
             only_saved = sorted(set(ranges) - {s.name for s in specs})
             only_now = sorted({s.name for s in specs} - set(ranges))
@@ -366,6 +399,14 @@ def build_quantization(section, context: BuildContext) -> Quantization:
                 f"only in the saved state: {only_saved or 'none'}; only in this build: "
                 f"{only_now or 'none'}"
             )
+        hawq_bits = (
+            sorted(int(b) for b in precision.get("bits", [2, 4, 8]))
+            if precision.get("type") == "hawq"
+            else None
+        )
+        for s in specs:
+            _check_saved_spec(s, saved_specs[s.name], path, hawq_bits=hawq_bits)
+        specs = [saved_specs[s.name] for s in specs]
         return Quantization(
             specs,
             sites,
@@ -374,12 +415,6 @@ def build_quantization(section, context: BuildContext) -> Quantization:
             quantize_outputs=bool(resolved.get("quantize_outputs")),
             precision=saved.get("precision"),
         )
-
-    record: dict[str, Any] | None = None
-    if precision.get("type") == "manual":
-        bits = _manual_bits(precision, specs, path)
-        specs = [replace(s, bits=bits.get(s.name, s.bits)) for s in specs]
-        record = {"type": "manual", "bits": {s.name: s.bits for s in specs}}
 
     weight_specs = [s for s in specs if s.group == WEIGHTS]
     act_specs = [s for s in specs if s.group == ACTIVATIONS]
