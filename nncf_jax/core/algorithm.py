@@ -119,6 +119,20 @@ class CompressionAlgorithm(abc.ABC):
         """Plain params for the original model, compression baked in."""
         return self.compress_params(params, state)
 
+    def trainable_state(self, state: Any) -> Any:
+        """The part of the state an optimizer may train (float leaves), or None.
+
+        NNCF trains some compression parameters with the model's optimizer
+        (quantizer ranges, RB logits); they live in the compression state, so
+        a train step that wants to train them differentiates this part too
+        (see `CompressionController.trainable`).
+        """
+        return None
+
+    def with_trainable_state(self, state: Any, trainable: Any) -> Any:
+        """``state`` with its trainable part replaced (inverse of `trainable_state`)."""
+        return state
+
     def pack_params(self, params: Any, state: Any) -> tuple[Any, Callable[[Any], Any]]:
         """What an exported artefact stores for stripped params, and how to unpack it.
 

@@ -249,6 +249,64 @@ class CompressionController:
         with self.forward_context(state):
             return self._apply_fn(self._with_params(variables, params), *inputs, **kwargs)
 
+    def trainable(self, state: CompressionState) -> dict[str, Any]:
+        """The compression parameters an optimizer may train, ``{algorithm: pytree}``.
+
+        NNCF trains quantizer ranges (and RB logits) with the model's
+        optimizer. DESIGN's train step differentiates the params only, which
+        keeps them fixed; to train them, differentiate this tree as well and
+        put it back with `with_trainable`::
+
+            def loss_fn(params, trainable):
+                cs = ctrl.with_trainable(cstate, trainable)
+                logits = ctrl.apply({**variables, "params": params}, cs, x)
+                return xent(logits, y) + ctrl.loss(params, cs)
+
+            trainable = ctrl.trainable(cstate)
+            grads, t_grads = jax.grad(loss_fn, argnums=(0, 1))(params, trainable)
+            ...  # optax on both trees (one optimizer over {"params", "compression"} works)
+            cstate = ctrl.with_trainable(cstate, new_trainable)
+
+        Algorithms with nothing to train are left out; the tree holds float
+        arrays only (jit-safe, no copies).
+        """
+        states = self._states(state)
+        out = {}
+        for a in self._algorithms:
+            part = a.trainable_state(states[a.name])
+            if part is not None:
+                out[a.name] = part
+        return out
+
+    def with_trainable(
+        self, state: CompressionState, trainable: Mapping[str, Any]
+    ) -> CompressionState:
+        """``state`` with the trees of `trainable` put back (jit-safe).
+
+        Raises:
+          StateMismatchError: ``trainable`` names other algorithms, or its
+            structure differs from ``trainable(state)``'s.
+        """
+        states = dict(self._states(state))
+        expected = self.trainable(state)
+        if not isinstance(trainable, Mapping) or set(trainable) != set(expected):
+            got = sorted(trainable) if isinstance(trainable, Mapping) else type(trainable).__name__
+            raise StateMismatchError(
+                f"trainable compression parameters for {got}; this controller trains "
+                f"{sorted(expected)} (use ctrl.trainable(cstate) to make the tree)"
+            )
+        for a in self._algorithms:
+            if a.name not in trainable:
+                continue
+            want = jax.tree_util.tree_structure(expected[a.name])
+            got_structure = jax.tree_util.tree_structure(trainable[a.name])
+            if want != got_structure:
+                raise StateMismatchError(
+                    f"trainable[{a.name!r}] is shaped {got_structure}, expected {want}"
+                )
+            states[a.name] = a.with_trainable_state(states[a.name], trainable[a.name])
+        return state.replace(algorithms=states)
+
     def pack_params(self, params: Any, state: CompressionState) -> tuple[Any, Callable[[Any], Any]]:
         """``(stored, unpack)`` of stripped params for an artefact (see
         `CompressionAlgorithm.pack_params`): each algorithm packs in turn and

@@ -12,9 +12,10 @@ A symmetric quantizer holds ``{"scale"}``, an asymmetric one
 ``{"input_low", "input_range"}``; per-channel ones hold ``(C,)`` arrays, one
 per channel along the spec's axis, per-tensor ones scalars.
 
-Ranges are set by range initialisation and are not trained by the DESIGN
-train step, which differentiates the params only (NNCF trains them with the
-optimizer; docs/quantization.md says what this means and how to train them).
+Ranges are set by range initialisation. DESIGN's train step differentiates
+the params only, so there they stay fixed; NNCF trains them with the
+optimizer, which ``ctrl.trainable`` / ``ctrl.with_trainable`` allow
+(docs/quantization.md).
 """
 
 from __future__ import annotations
@@ -222,6 +223,13 @@ class Quantization(CompressionAlgorithm):
         return nn.intercept_methods(
             quantizing_interceptor(self._sites, quantize, quantize_outputs=self.quantize_outputs)
         )
+
+    def trainable_state(self, state: QuantizationState) -> dict[str, Any]:
+        """Every quantizer's range (scales; asymmetric lows and widths), as NNCF trains them."""
+        return {"weights": state.weights, "activations": state.activations}
+
+    def with_trainable_state(self, state: QuantizationState, trainable: Any) -> QuantizationState:
+        return QuantizationState(weights=trainable["weights"], activations=trainable["activations"])
 
     def pack_params(self, params: Any, state: QuantizationState):
         """Quantized kernels as integer codes (`nncf_jax.quantization.packing`);
