@@ -130,11 +130,25 @@ def create_compressed_model(
         param_shapes={n: tuple(np.shape(v)) for n, v in flatten_params(params).items()},
         input_info=config.get("input_info"),
     )
+    ctrl.bn_adaptation_samples = _bn_adaptation_samples(sections)
     ctrl.params = params
     ctrl.state = ctrl.init_state(params)
     if compression_state is not None:
         _resume(ctrl, compression_state)
     return ctrl, ctrl.state
+
+
+def _bn_adaptation_samples(sections) -> int:
+    """The largest ``num_bn_adaptation_samples`` any section sets (2000 by default)."""
+    given = [
+        s.section.get("initializer", {})
+        .get("batchnorm_adaptation", {})
+        .get("num_bn_adaptation_samples")
+        for s in sections
+        if isinstance(s.section.get("initializer"), Mapping)
+    ]
+    given = [int(g) for g in given if g is not None]
+    return max(given) if given else 2000
 
 
 def _resume(ctrl: CompressionController, compression_state: Mapping[str, Any]) -> None:

@@ -249,6 +249,34 @@ class CompressionController:
         with self.forward_context(state):
             return self._apply_fn(self._with_params(variables, params), *inputs, **kwargs)
 
+    bn_adaptation_samples: int = 2000
+
+    def adapt_batchnorm(
+        self,
+        variables: Any,
+        state: CompressionState,
+        batches: Any,
+        *,
+        num_samples: int | None = None,
+    ) -> dict[str, Any]:
+        """NNCF's batch-norm adaptation: ``variables`` with ``batch_stats``
+        re-estimated through the compressed forward (see
+        `nncf_jax.batchnorm_adaptation`).
+
+        Args:
+          variables: linen variables with ``batch_stats``.
+          state: the compression state.
+          batches: model inputs, e.g. the ``init_data`` given to
+            ``create_compressed_model``.
+          num_samples: samples to use; defaults to the config's
+            ``initializer.batchnorm_adaptation.num_bn_adaptation_samples``
+            (2000, NNCF's default).
+        """
+        from nncf_jax.batchnorm_adaptation import adapt_batchnorm
+
+        n = self.bn_adaptation_samples if num_samples is None else num_samples
+        return adapt_batchnorm(self, variables, state, batches, num_samples=n)
+
     def trainable(self, state: CompressionState) -> dict[str, Any]:
         """The compression parameters an optimizer may train, ``{algorithm: pytree}``.
 

@@ -155,7 +155,9 @@ def _activation_ranges(
         with nn.intercept_methods(
             quantizing_interceptor(by_module, record, quantize_outputs=quantize_outputs)
         ):
-            apply_fn(variables, *args)
+            # mutable=True: a model whose forward updates collections (e.g.
+            # batch norm in training mode) runs too; the updates are dropped.
+            apply_fn(variables, *args, mutable=True)
         return seen
 
     @jax.jit
@@ -358,7 +360,9 @@ def build_quantization(section, context: BuildContext) -> Quantization:
     sites: list[OpSite] = []
     if is_linen:
         args, kwargs = _example_call(context, batches)
-        sites = find_op_sites(context.apply_fn, context.variables, args, kwargs)
+        sites = find_op_sites(
+            context.apply_fn, context.variables, args, {**kwargs, "mutable": True}
+        )
         float_params = flatten_params(context.params)
         weight_names = list(
             dict.fromkeys(

@@ -252,12 +252,17 @@ def find_op_sites(
         warnings.simplefilter("ignore")  # the step-time interceptor warns, once per trace
         with nn.intercept_methods(interceptor):
 
+            # Array keyword arguments are traced; the rest (mutable=, flags)
+            # are static and closed over.
+            traced = {k: v for k, v in kwargs.items() if hasattr(v, "shape")}
+            static = {k: v for k, v in kwargs.items() if k not in traced}
+
             def run(v, a, kw):
                 # Tracers of the inputs, to recognise an op fed by one directly.
                 model_inputs.extend(jax.tree_util.tree_leaves((a, kw)))
-                return apply_fn(v, *a, **kw)
+                return apply_fn(v, *a, **kw, **static)
 
-            jax.eval_shape(run, variables, tuple(args), dict(kwargs))
+            jax.eval_shape(run, variables, tuple(args), traced)
     return [
         OpSite(
             module=s.module,
