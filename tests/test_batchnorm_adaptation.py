@@ -50,7 +50,7 @@ def test_later_layers_see_the_compressed_forward():
     """The second BatchNorm normalises a quantized Dense's output: its statistics
     come from the compressed forward in training mode, not from the float one."""
     compression = {"algorithm": "quantization", "weights": {"bits": 4}}
-    model, variables, ctrl, cstate, batches = _setup(compression)
+    _, variables, ctrl, cstate, batches = _setup(compression)
     adapted = ctrl.adapt_batchnorm(variables, cstate, batches[:1], num_samples=16)
     stats = adapted["batch_stats"]["bn_after_dense"]
     # By hand: the same quantizers on the model built in training mode.
