@@ -54,6 +54,7 @@ from nncf_jax.config.schema_sparsity import (
     CONST_SPARSITY,
     MAGNITUDE_SPARSITY,
     MOVEMENT_SPARSITY,
+    NM_SPARSITY,
     RB_SPARSITY,
 )
 
@@ -85,6 +86,7 @@ ALGORITHM_SCHEMAS: dict[str, dict[str, Any]] = {
     "rb_sparsity": RB_SPARSITY,
     "const_sparsity": CONST_SPARSITY,
     "movement_sparsity": MOVEMENT_SPARSITY,
+    "nm_sparsity": NM_SPARSITY,
     "filter_pruning": FILTER_PRUNING,
     "quantization": QUANTIZATION,
     "knowledge_distillation": KNOWLEDGE_DISTILLATION,

@@ -1,4 +1,4 @@
-"""Schemas of the sparsity algorithms: magnitude, RB, const and movement sparsity."""
+"""Schemas of the sparsity algorithms: magnitude, RB, const, movement and N:M sparsity."""
 
 from __future__ import annotations
 
@@ -17,7 +17,13 @@ from nncf_jax.config.schema_blocks import (
     _obj,
 )
 
-__all__ = ["CONST_SPARSITY", "MAGNITUDE_SPARSITY", "MOVEMENT_SPARSITY", "RB_SPARSITY"]
+__all__ = [
+    "CONST_SPARSITY",
+    "MAGNITUDE_SPARSITY",
+    "MOVEMENT_SPARSITY",
+    "NM_SPARSITY",
+    "RB_SPARSITY",
+]
 
 
 def _sparsity_params(schedules: list[str], default_schedule: str, extra: dict) -> dict:
@@ -130,4 +136,52 @@ MOVEMENT_SPARSITY = _obj(
         **LR_MULTIPLIER,
     },
     required=("params",),
+)
+
+# N:M sparsity (an nncf-jax algorithm; NNCF has none). The order checks of
+# `x-ordered` see only the keys written, so two `if`/`then` rules compare a
+# lone n or m with the other's default (m 4, n 2).
+_NM_DEFAULT_N, _NM_DEFAULT_M = 2, 4
+
+NM_SPARSITY = _obj(
+    {
+        **ALGORITHM_KEY,
+        "params": _obj(
+            {
+                "n": _integer(minimum=1, default=_NM_DEFAULT_N),
+                "m": _integer(minimum=2, default=_NM_DEFAULT_M),
+                "start_epoch": _integer(minimum=0, default=0),
+                "freeze_epoch": _integer(minimum=1),
+                "steps_per_epoch": _integer(minimum=1),
+            },
+            allOf=[
+                {
+                    "if": {"required": ["n"], "not": {"required": ["m"]}},
+                    "then": {
+                        "properties": {
+                            "n": {
+                                "maximum": _NM_DEFAULT_M - 1,
+                                "x-expected": f"an integer below m, which is {_NM_DEFAULT_M} "
+                                "by default (set params.m as well)",
+                            }
+                        }
+                    },
+                },
+                {
+                    "if": {"required": ["m"], "not": {"required": ["n"]}},
+                    "then": {
+                        "properties": {
+                            "m": {
+                                "minimum": _NM_DEFAULT_N + 1,
+                                "x-expected": f"an integer above n, which is {_NM_DEFAULT_N} "
+                                "by default (set params.n as well)",
+                            }
+                        }
+                    },
+                },
+            ],
+            **{"x-ordered": [["n", "m"], ["start_epoch", "freeze_epoch"]]},
+        ),
+        **SCOPING,
+    }
 )

@@ -18,7 +18,11 @@ from nncf_jax.errors import NotAvailableError, UnknownAlgorithmError
 
 __all__ = ["BuildContext", "get_builder", "register_algorithm", "registered_algorithms"]
 
-_BUILTIN_MODULES = ("nncf_jax.sparsity.magnitude_builder", "nncf_jax.quantization.builder")
+_BUILTIN_MODULES = (
+    "nncf_jax.sparsity.magnitude_builder",
+    "nncf_jax.sparsity.nm_builder",
+    "nncf_jax.quantization.builder",
+)
 
 _BUILDERS: dict[str, Callable[..., Any]] = {}
 

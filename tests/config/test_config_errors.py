@@ -35,7 +35,7 @@ def aa(mode, **values):
 BAD_CONFIGS = [
     (algo("magnitude_sparsty"), UnknownAlgorithmError, "compression.algorithm",
      "unknown algorithm 'magnitude_sparsty'; did you mean 'magnitude_sparsity'? " + KNOWN
-     + "'magnitude_sparsity', 'movement_sparsity', 'quantization', 'rb_sparsity'"),
+     + "'magnitude_sparsity', 'movement_sparsity', 'nm_sparsity', 'quantization', 'rb_sparsity'"),
     ({"compression": [{"algorithm": "quantization"}, {"algorithm": "int8"}]},
      UnknownAlgorithmError, "compression[1].algorithm", "unknown algorithm 'int8'; " + KNOWN),
     ({"compression": [{"params": {}}]}, ConfigError, "compression[0].algorithm",
