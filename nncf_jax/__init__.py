@@ -3,7 +3,7 @@
 Public API; everything else is internal.
 """
 
-from nncf_jax import accuracy_aware, checkpoint, errors, export
+from nncf_jax import accuracy_aware, checkpoint, errors, export, quantization
 from nncf_jax.api import create_compressed_model
 from nncf_jax.config import NNCFConfig
 from nncf_jax.core.controller import CompressionController
@@ -14,6 +14,7 @@ from nncf_jax.core.schedules import (
 )
 from nncf_jax.core.stage import CompressionStage
 from nncf_jax.core.state import CompressionState
+from nncf_jax.nnx_model import NNXModel
 
 __version__ = "0.1.0"
 
@@ -22,6 +23,7 @@ __all__ = [
     "CompressionStage",
     "CompressionState",
     "NNCFConfig",
+    "NNXModel",
     "__version__",
     "accuracy_aware",
     "checkpoint",
@@ -31,4 +33,5 @@ __all__ = [
     "export",
     "multistep_schedule",
     "polynomial_schedule",
+    "quantization",
 ]

@@ -18,6 +18,14 @@ from nncf_jax.errors import ConfigError, StateMismatchError, UsageError
 __all__ = ["create_compressed_model"]
 
 
+def _wrap_nnx(model: Any) -> Any:
+    from flax import nnx
+
+    from nncf_jax.nnx_model import NNXModel
+
+    return NNXModel(model) if isinstance(model, nnx.Module) else model
+
+
 def _apply_fn_of(model: Any):
     apply = getattr(model, "apply", None)
     if callable(apply):
@@ -62,8 +70,10 @@ def create_compressed_model(
     """Builds the compression controller and the initial compression state.
 
     Args:
-      model: an unmodified ``flax.linen.Module`` (its ``apply`` is used) or a
-        function ``apply(variables, *inputs, **kwargs)``.
+      model: an unmodified ``flax.linen.Module`` (its ``apply`` is used), a
+        ``flax.nnx.Module`` (wrapped in `nncf_jax.NNXModel`; pass
+        ``NNXModel(model).variables`` as ``variables``), or a function
+        ``apply(variables, *inputs, **kwargs)``.
       variables: ``model.init(...)`` output (``{"params": ..., ...}``), or a
         bare params pytree for a plain function.
       config: an `NNCFConfig` or a dict (validated here).
@@ -93,6 +103,7 @@ def create_compressed_model(
     """
     if not isinstance(config, NNCFConfig):
         config = NNCFConfig.from_dict(config)
+    model = _wrap_nnx(model)
     apply_fn = _apply_fn_of(model)
     has_collections = isinstance(variables, Mapping) and "params" in variables
     params = variables["params"] if has_collections else variables

@@ -24,7 +24,6 @@ import contextlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -36,7 +35,7 @@ from nncf_jax.core.stage import CompressionStage
 from nncf_jax.errors import StateMismatchError
 from nncf_jax.quantization.fake_quant import asymmetric_quantize, symmetric_quantize
 from nncf_jax.quantization.packing import pack_weight, unpack_weight
-from nncf_jax.quantization.placement import OpSite, quantizing_interceptor
+from nncf_jax.quantization.placement import OpSite, intercepting, quantizing_interceptor
 from nncf_jax.quantization.setup import ACTIVATIONS, WEIGHTS, QuantizerSpec
 from nncf_jax.quantization.statistics import QuantizationStatistics
 
@@ -220,7 +219,7 @@ class Quantization(CompressionAlgorithm):
                 return x
             return fake_quantize(spec, _lookup(state.activations, name), x)
 
-        return nn.intercept_methods(
+        return intercepting(
             quantizing_interceptor(self._sites, quantize, quantize_outputs=self.quantize_outputs)
         )
 

@@ -30,8 +30,14 @@ from rich.console import Console
 from nncf_jax.core.paths import flatten_params
 from nncf_jax.core.registry import BuildContext, register_algorithm
 from nncf_jax.errors import ConfigError, NNCFJaxError, StateMismatchError, UsageError
+from nncf_jax.nnx_model import NNXModel
 from nncf_jax.quantization.algorithm import Quantization
-from nncf_jax.quantization.placement import OpSite, find_op_sites, quantizing_interceptor
+from nncf_jax.quantization.placement import (
+    OpSite,
+    find_op_sites,
+    intercepting,
+    quantizing_interceptor,
+)
 from nncf_jax.quantization.precision import (
     choose_bitwidths,
     format_bitwidths,
@@ -152,7 +158,7 @@ def _activation_ranges(
                 seen[name] = x
             return x
 
-        with nn.intercept_methods(
+        with intercepting(
             quantizing_interceptor(by_module, record, quantize_outputs=quantize_outputs)
         ):
             # mutable=True: a model whose forward updates collections (e.g.
@@ -347,7 +353,7 @@ def build_quantization(section, context: BuildContext) -> Quantization:
     """Builds `Quantization` from a ``quantization`` section."""
     resolved = section.resolved
     path = section.path
-    is_linen = isinstance(context.model, nn.Module)
+    is_linen = isinstance(context.model, nn.Module | NNXModel)
     initializer = resolved.get("initializer", {})
     precision = initializer.get("precision") or {}
     range_config = initializer.get("range", {})

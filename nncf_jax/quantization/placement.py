@@ -38,10 +38,14 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from flax import nnx
+
+from nncf_jax import nnx_model
 
 __all__ = [
     "OpSite",
     "find_op_sites",
+    "intercepting",
     "quantizing_interceptor",
 ]
 
@@ -53,6 +57,13 @@ _OP_KINDS: tuple[tuple[type, str], ...] = (
     (nn.Dense, "dense"),
     (nn.Einsum, "einsum"),
     (nn.MultiHeadDotProductAttention, "attention"),
+)
+_NNX_KINDS: tuple[tuple[type, str], ...] = (
+    (nnx.ConvTranspose, "conv_transpose"),
+    (nnx.Conv, "conv"),
+    (nnx.LinearGeneral, "dense_general"),
+    (nnx.Linear, "dense"),
+    (nnx.Einsum, "einsum"),
 )
 _ATTENTION_INPUTS = ("qk_matmul/query", "qk_matmul/key", "av_matmul/weights", "av_matmul/value")
 
@@ -86,11 +97,20 @@ class OpSite:
     takes_model_input: bool = False
 
 
-def _kind(module: nn.Module) -> str | None:
+def _kind(module: Any) -> str | None:
+    if isinstance(module, nnx_model.NNXModuleView):
+        return next((k for cls, k in _NNX_KINDS if isinstance(module.module, cls)), None)
     for cls, kind in _OP_KINDS:
         if isinstance(module, cls):
             return kind
     return None
+
+
+@contextlib.contextmanager
+def intercepting(interceptor: Callable[..., Any]) -> Iterator[None]:
+    """``interceptor`` on the calls of linen modules and of `NNXModel` layers."""
+    with nn.intercept_methods(interceptor), nnx_model.intercept(interceptor):
+        yield
 
 
 def _module_name(module: nn.Module) -> str:
@@ -250,8 +270,7 @@ def find_op_sites(
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the step-time interceptor warns, once per trace
-        with nn.intercept_methods(interceptor):
-
+        with intercepting(interceptor):
             # Array keyword arguments are traced; the rest (mutable=, flags)
             # are static and closed over.
             traced = {k: v for k, v in kwargs.items() if hasattr(v, "shape")}
