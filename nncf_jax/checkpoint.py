@@ -202,9 +202,17 @@ def _checksums(tree: Any) -> dict[str, str | None]:
     """``{path: "16 hex digits" or None}`` for every leaf of ``tree`` (None: not
     an array of numbers, e.g. a PRNG key or a string)."""
     leaves = _flat(tree)
-    sums = jax.device_get(
-        _checksums_device({path: leaf for path, leaf in leaves.items() if _has_bytes(leaf)})
-    )
+    # One jitted call per set of devices: a tree may mix arrays of a mesh
+    # with arrays committed to one device, which one computation cannot take.
+    groups: dict[Any, dict[str, Any]] = {}
+    for path, leaf in leaves.items():
+        if _has_bytes(leaf):
+            sharding = getattr(leaf, "sharding", None)
+            devices = frozenset(sharding.device_set) if sharding is not None else None
+            groups.setdefault(devices, {})[path] = leaf
+    sums: dict[str, Any] = {}
+    for group in groups.values():
+        sums.update(jax.device_get(_checksums_device(group)))
     return {
         path: None if sums.get(path) is None else "".join(f"{int(v):08x}" for v in sums[path])
         for path in leaves

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import NamedSharding, PartitionSpec
 
 from nncf_jax.core.algorithm import CompressionAlgorithm
 from nncf_jax.core.paths import flatten_params
@@ -221,11 +222,37 @@ class CompressionController:
         )
 
     def init_state(self, params: Any) -> CompressionState:
-        """The initial compression state for ``params`` (counters at -1)."""
-        return CompressionState(
+        """The initial compression state for ``params`` (counters at -1).
+
+        With params sharded by ``NamedSharding``, leaves the algorithms did
+        not place (counters, levels, flags) are replicated on the params'
+        mesh, so every leaf of the state lives on the same devices: a jitted
+        step and an orbax restore into this state as template never mix a
+        one-device array with mesh arrays.
+        """
+        state = CompressionState(
             clock=Clock.initial(),
             scheduler_enabled=jnp.bool_(True),
             algorithms={a.name: a.init_state(params) for a in self._algorithms},
+        )
+        mesh_sharding = next(
+            (
+                leaf.sharding
+                for leaf in jax.tree_util.tree_leaves(params)
+                if isinstance(getattr(leaf, "sharding", None), NamedSharding)
+            ),
+            None,
+        )
+        if mesh_sharding is None:
+            return state
+        replicated = NamedSharding(mesh_sharding.mesh, PartitionSpec())
+        return jax.tree_util.tree_map(
+            lambda leaf: (
+                leaf
+                if isinstance(getattr(leaf, "sharding", None), NamedSharding)
+                else jax.device_put(leaf, replicated)
+            ),
+            state,
         )
 
     def compress_params(self, params: Any, state: CompressionState) -> Any:

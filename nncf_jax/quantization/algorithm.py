@@ -28,9 +28,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import struct
+from jax.sharding import NamedSharding, PartitionSpec
 
 from nncf_jax.core.algorithm import CompressionAlgorithm
-from nncf_jax.core.paths import param_path
+from nncf_jax.core.paths import flatten_params, param_path
 from nncf_jax.core.stage import CompressionStage
 from nncf_jax.errors import StateMismatchError
 from nncf_jax.quantization.fake_quant import asymmetric_quantize, symmetric_quantize
@@ -101,6 +102,30 @@ def _lookup(nested: Mapping[str, Any], name: str) -> Any:
     return node
 
 
+def _range_sharding(kernel: Any, ndim: int, *, mesh_of: Any) -> Any:
+    """The ``NamedSharding`` a range leaf gets, or None on a single device.
+
+    ``(C,)`` ranges of a kernel sharded along its last (channel) axis take
+    that axis's mesh axes; everything else is replicated on the params' mesh.
+    """
+    sharding = getattr(kernel, "sharding", None)
+    if not isinstance(sharding, NamedSharding):
+        sharding = next(
+            (
+                leaf.sharding
+                for leaf in mesh_of
+                if isinstance(getattr(leaf, "sharding", None), NamedSharding)
+            ),
+            None,
+        )
+        if sharding is None:
+            return None
+        return NamedSharding(sharding.mesh, PartitionSpec())
+    if ndim == 1 and len(sharding.spec) == np.ndim(kernel):
+        return NamedSharding(sharding.mesh, PartitionSpec(sharding.spec[-1]))
+    return NamedSharding(sharding.mesh, PartitionSpec())
+
+
 class Quantization(CompressionAlgorithm):
     """Weight and activation fake-quantization with ranges from calibration.
 
@@ -155,10 +180,28 @@ class Quantization(CompressionAlgorithm):
     # --- build time -------------------------------------------------------
 
     def init_state(self, params: Any) -> QuantizationState:
+        """Ranges from build time, placed like the params they belong to.
+
+        With params sharded by ``NamedSharding``, a per-channel weight range
+        takes the sharding of its kernel's channel axis and every other range
+        is replicated on the same mesh, so a jitted step moves nothing.
+        """
+        flat = flatten_params(params)
+
+        def place(name: str, value: np.ndarray) -> jax.Array:
+            spec = self._weights.get(name)
+            sharding = _range_sharding(
+                flat.get(name) if spec is not None else None,
+                value.ndim,
+                mesh_of=flat.values(),
+            )
+            array = jnp.asarray(value)
+            return array if sharding is None else jax.device_put(array, sharding)
+
         def group(specs):
             return _nest(
                 {
-                    name: {k: jnp.asarray(v) for k, v in self._initial[name].items()}
+                    name: {k: place(name, v) for k, v in self._initial[name].items()}
                     for name in specs
                 }
             )
