@@ -1,10 +1,12 @@
 """One of two processes training a compressed model over a global mesh.
 
-Usage: python multiprocess_job.py PROCESS_ID PORT OUT_DIR
+Usage: python multiprocess_job.py PROCESS_ID PORT OUT_DIR LAYOUT
 
 Two processes on localhost, joined by ``jax.distributed.initialize`` (CPU
-collectives over gloo), with 4 simulated CPU devices each, form a 2x4 mesh
-(data axis across the processes, model axis inside each). They build
+collectives over gloo), with 4 simulated CPU devices each, form a mesh: LAYOUT ``within`` is 2x4 (data axis across the processes,
+model axis inside each), ``across`` is 4x2 with the model axis spanning
+both processes (kernel columns live in two processes; ranges and
+statistics are then gathered across processes). They build
 magnitude sparsity + INT8 on params sharded along the model axis, train a
 few jitted steps on batches sharded along the data axis, save with orbax,
 restore into fresh templates and check the restored state equals the
@@ -22,7 +24,7 @@ os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
 
 import jax
 
-PROCESS_ID, PORT, OUT_DIR = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+PROCESS_ID, PORT, OUT_DIR, LAYOUT = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
 jax.config.update("jax_cpu_collectives_implementation", "gloo")
 jax.distributed.initialize(
     coordinator_address=f"localhost:{PORT}", num_processes=2, process_id=PROCESS_ID
@@ -57,7 +59,8 @@ CONFIG = {
 
 def main() -> None:
     assert jax.process_count() == 2 and len(jax.devices()) == 8, jax.devices()
-    mesh = Mesh(np.array(jax.devices()).reshape(2, 4), ("data", "model"))
+    devices = np.array(jax.devices()).reshape(2, 4)  # one row per process
+    mesh = Mesh(devices if LAYOUT == "within" else devices.T, ("data", "model"))
     rng = np.random.default_rng(0)  # the same data in both processes
     x_host = rng.uniform(0, 1, (16, 16)).astype(np.float32)
     y_host = rng.integers(0, 8, 16).astype(np.int32)

@@ -12,6 +12,8 @@ import socket
 import subprocess
 import sys
 
+import pytest
+
 JOB = pathlib.Path(__file__).with_name("multiprocess_job.py")
 
 
@@ -21,11 +23,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_processes_train_save_and_restore_a_compressed_model(tmp_path):
+@pytest.mark.parametrize("layout", ["within", "across"])
+def test_two_processes_train_save_and_restore_a_compressed_model(tmp_path, layout):
     port = _free_port()
     procs = [
         subprocess.Popen(
-            [sys.executable, str(JOB), str(i), str(port), str(tmp_path)],
+            [sys.executable, str(JOB), str(i), str(port), str(tmp_path), layout],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from rich.console import Console
 
+from nncf_jax.core.host import fetch
 from nncf_jax.core.paths import flatten_params
 from nncf_jax.core.registry import BuildContext, register_algorithm
 from nncf_jax.errors import ConfigError, NNCFJaxError, StateMismatchError, UsageError
@@ -106,11 +107,11 @@ def _ranges_from_minmax(spec: QuantizerSpec, lo: Any, hi: Any) -> tuple[Quantize
     if spec.mode == "symmetric":
         signed = spec.signed if spec.signed is not None else is_signed(lo)
         scale = symmetric_scale_from_minmax(lo, hi)
-        return replace(spec, signed=bool(signed)), {"scale": np.asarray(scale, np.float32)}
+        return replace(spec, signed=bool(signed)), {"scale": fetch(scale).astype(np.float32)}
     low, width = asymmetric_range_from_minmax(lo, hi)
     return replace(spec, signed=False), {
-        "input_low": np.asarray(low, np.float32),
-        "input_range": np.asarray(width, np.float32),
+        "input_low": fetch(low).astype(np.float32),
+        "input_range": fetch(width).astype(np.float32),
     }
 
 
@@ -375,7 +376,7 @@ def build_quantization(section, context: BuildContext) -> Quantization:
                 s.kernel
                 for s in sites
                 if s.kernel is not None
-                and jnp.issubdtype(np.asarray(float_params[s.kernel]).dtype, jnp.floating)
+                and jnp.issubdtype(jnp.result_type(float_params[s.kernel]), jnp.floating)
                 and np.ndim(float_params[s.kernel]) >= 2
             )
         )
@@ -383,7 +384,7 @@ def build_quantization(section, context: BuildContext) -> Quantization:
         weight_names = [
             n
             for n, w in flatten_params(context.params).items()
-            if jnp.issubdtype(jnp.asarray(w).dtype, jnp.floating) and np.ndim(w) >= 2
+            if jnp.issubdtype(jnp.result_type(w), jnp.floating) and np.ndim(w) >= 2
         ]
     activation_names = [n for s in sites for n in (*s.inputs, s.output)]
     all_names = [*context.param_names, *activation_names]
