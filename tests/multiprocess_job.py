@@ -100,6 +100,11 @@ def main() -> None:
     for _ in range(4):
         variables, opt_state, cstate = step(variables, opt_state, cstate, x, y)
 
+    ctrl.sync(variables, cstate)
+    stats = ctrl.statistics()
+    level = stats.magnitude_sparsity.model_statistics.sparsity_level_for_layers
+    assert abs(level - 0.5) < 0.02, level
+    assert stats.quantization.wq_counter.total_count == 2
     with CheckpointManager(os.path.join(OUT_DIR, "ckpt")) as manager:
         manager.save(4, ctrl=ctrl, variables=variables, opt_state=opt_state, cstate=cstate)
     template_vars = place(host_vars)
