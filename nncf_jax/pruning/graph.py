@@ -166,7 +166,7 @@ class PruningGraph:
                     self.groups[op.in_group].size, 1
                 )
             total += op.flops * frac
-        return int(round(total))
+        return round(total)
 
     def shrunk_shapes(self, kept: Mapping[int, int] | None = None) -> dict[str, tuple[int, ...]]:
         """Each variable's shape once ``kept[g]`` channels of each group remain."""
@@ -427,8 +427,7 @@ class _Walker:
         nd = len(avals[0].shape)
         if (
             kernel is None
-            or lhs.space is None
-            and lhs.origins
+            or (lhs.space is None and lhs.origins)
             or dn.lhs_spec[1] != nd - 1
             or dn.out_spec[1] != nd - 1
             or eqn.params["batch_group_count"] != 1
@@ -466,12 +465,11 @@ class _Walker:
     def dot(self, eqn, ins, avals, out_avals) -> list[_V]:
         lhs, rhs = ins
         kernel = self.kernel_of(rhs)
-        (lc, rc), (lb, rb) = eqn.params["dimension_numbers"]
+        (lc, rc), (lb, _rb) = eqn.params["dimension_numbers"]
         nd = len(avals[0].shape)
         if (
             kernel is None
-            or lhs.space is None
-            and lhs.origins
+            or (lhs.space is None and lhs.origins)
             or len(avals[1].shape) != 2
             or tuple(lb) != ()
             or tuple(lc) != (nd - 1,)
