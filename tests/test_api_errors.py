@@ -60,10 +60,22 @@ def test_bad_configs(cnn, compression, error, message):
 def test_known_but_unbuilt_algorithm_says_so(cnn):
     model, variables, *_ = cnn
     with pytest.raises(
-        errors.NotAvailableError, match=r"compression.algorithm: 'filter_pruning' .*not build yet"
+        errors.NotAvailableError,
+        match=r"compression.algorithm: 'movement_sparsity' .*not build yet",
     ):
         nj.create_compressed_model(
-            model, variables, {"compression": {"algorithm": "filter_pruning"}}
+            model,
+            variables,
+            {
+                "compression": {
+                    "algorithm": "movement_sparsity",
+                    "params": {
+                        "warmup_start_epoch": 1,
+                        "warmup_end_epoch": 3,
+                        "importance_regularization_factor": 0.01,
+                    },
+                }
+            },
         )
 
 

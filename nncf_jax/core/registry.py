@@ -21,8 +21,10 @@ __all__ = ["BuildContext", "get_builder", "register_algorithm", "registered_algo
 _BUILTIN_MODULES = (
     "nncf_jax.sparsity.magnitude_builder",
     "nncf_jax.sparsity.nm_builder",
+    "nncf_jax.sparsity.rb_builder",
     "nncf_jax.quantization.builder",
     "nncf_jax.distillation",
+    "nncf_jax.pruning.builder",
 )
 
 _BUILDERS: dict[str, Callable[..., Any]] = {}
