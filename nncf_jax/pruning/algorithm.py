@@ -200,6 +200,7 @@ class FilterPruning(CompressionAlgorithm):
       prune_batch_norms: mask batch-norm scale/bias too.
       flops_mode: the schedule's target is ``pruning_flops_target``.
       config_path: JSON path of the section.
+      apply_fn: the model's forward the graph was traced from (for `shrink`).
     """
 
     name = "filter_pruning"
@@ -214,6 +215,7 @@ class FilterPruning(CompressionAlgorithm):
         prune_batch_norms: bool = True,
         flops_mode: bool = False,
         config_path: str = "compression",
+        apply_fn: Any = None,
     ):
         if importance not in IMPORTANCES:
             raise ConfigError(
@@ -232,6 +234,7 @@ class FilterPruning(CompressionAlgorithm):
                 f"expected a value in [0, 1), got {schedule.target!r}",
             )
         self.graph = graph
+        self.apply_fn = apply_fn
         self.schedule = schedule
         self.importance = importance
         self.all_weights = all_weights

@@ -84,4 +84,5 @@ def build_filter_pruning(section, context: BuildContext) -> FilterPruning:
         prune_batch_norms=bool(params.get("prune_batch_norms", True)),
         flops_mode=flops_mode,
         config_path=path,
+        apply_fn=context.apply_fn,
     )
