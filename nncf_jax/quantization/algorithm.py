@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import jax
@@ -68,6 +69,10 @@ def fake_quantize(spec: QuantizerSpec, qparams: Mapping[str, jax.Array], x: jax.
     Returns:
       ``x`` on the quantizer's grid, same shape and dtype.
     """
+    if spec.stack_axes:
+        # Layers stacked by nn.scan: one quantizer per layer slice.
+        inner = replace(spec, stack_axes=spec.stack_axes - 1)
+        return jax.vmap(lambda q, w: fake_quantize(inner, q, w))(dict(qparams), x)
     axis = spec.axis if spec.per_channel else None
     if spec.mode == "symmetric":
         return symmetric_quantize(
@@ -280,9 +285,11 @@ class Quantization(CompressionAlgorithm):
         names = [param_path(p) for p, _ in leaves]
         flat = dict(zip(names, (leaf for _, leaf in leaves), strict=True))
         weights = jax.device_get(state.weights)
+        # Stacked (nn.scan) kernels stay float in the artefact.
         packed = {
             name: pack_weight(spec, _lookup(weights, name), flat[name])
             for name, spec in self._weights.items()
+            if not spec.stack_axes
         }
         shapes = {name: tuple(np.shape(flat[name])) for name in packed}
         stored = {"packed": packed, "rest": {n: v for n, v in flat.items() if n not in packed}}

@@ -127,13 +127,19 @@ def _default_ranges(spec: QuantizerSpec, channels: int | None) -> tuple[Quantize
     }
 
 
+def _stacked_ranges(spec: QuantizerSpec, w: Any) -> dict[str, np.ndarray]:
+    """Ranges of a kernel stacked by ``nn.scan``: each layer slice on its own."""
+    if not spec.stack_axes:
+        lo, hi = weight_range(_range_spec(spec, weight=True), w)
+        return _ranges_from_minmax(spec, lo, hi)[1]
+    inner = replace(spec, stack_axes=spec.stack_axes - 1)
+    slices = [_stacked_ranges(inner, w[i]) for i in range(w.shape[0])]
+    return {k: np.stack([r[k] for r in slices]) for k in slices[0]}
+
+
 def _weight_ranges(specs, params) -> dict[str, tuple[QuantizerSpec, dict]]:
     flat = flatten_params(params)
-    out = {}
-    for spec in specs:
-        lo, hi = weight_range(_range_spec(spec, weight=True), flat[spec.name])
-        out[spec.name] = _ranges_from_minmax(spec, lo, hi)
-    return out
+    return {spec.name: (spec, _stacked_ranges(spec, flat[spec.name])) for spec in specs}
 
 
 def _activation_ranges(
@@ -167,14 +173,66 @@ def _activation_ranges(
             apply_fn(variables, *args, mutable=True)
         return seen
 
-    @jax.jit
-    def step(accs, seen):
-        return {n: accumulate(range_specs[n], accs[n], seen[n]) for n in accs}
+    def observe_on_host(variables, args):
+        """The same inputs through host callbacks, for ops inside ``nn.scan`` /
+        ``nn.remat`` bodies, whose values cannot leave their trace: every call
+        is collected (a scanned op once per layer)."""
+        calls: dict[str, list[np.ndarray]] = {}
+        names = sorted(range_specs)
+
+        def host_record(index, x):
+            calls.setdefault(names[int(index)], []).append(np.asarray(x))
+
+        def record(name: str, x: jax.Array) -> jax.Array:
+            if name in range_specs and jnp.issubdtype(x.dtype, jnp.floating):
+                jax.debug.callback(host_record, names.index(name), x)
+            return x
+
+        def run(variables, args):
+            with intercepting(
+                quantizing_interceptor(by_module, record, quantize_outputs=quantize_outputs)
+            ):
+                apply_fn(variables, *args)
+
+        jax.jit(run)(variables, args)
+        jax.effects_barrier()
+        # All calls of one batch count as one batch: a scanned op's range is
+        # shared by its layers.
+        return {n: np.concatenate(xs, axis=0) for n, xs in calls.items()}, {
+            n: len(xs) for n, xs in calls.items()
+        }
+
+    step = jax.jit(
+        lambda accs, seen, specs: {n: accumulate(specs[n], accs[n], seen[n]) for n in accs},
+        static_argnums=2,
+    )
 
     accs = None
+    on_host = False
+    specs_now = range_specs
     for i, args in enumerate(batches):
         try:
-            seen = observe(variables, args)
+            if not on_host:
+                try:
+                    seen = observe(variables, args)
+                except jax.errors.UnexpectedTracerError:
+                    on_host = True
+            if on_host:
+                try:
+                    seen, counts = observe_on_host(variables, args)
+                except Exception as e:
+                    raise UsageError(
+                        f"{path}: some activation quantizers sit inside a transformed body "
+                        "(nn.scan) whose values cannot be collected for range "
+                        f"initialisation ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0] if str(e) else ''}); leave them out with "
+                        f"{path}.activations.ignored_scopes (e.g. '{{re}}^<scan module>/'), or "
+                        f"start them at scale 1 with {path}.initializer.range.num_init_samples 0"
+                    ) from e
+                specs_now = {
+                    n: replace(spec, num_init_samples=spec.num_init_samples * counts.get(n, 1))
+                    for n, spec in range_specs.items()
+                }
         except NNCFJaxError:
             raise
         except Exception as e:
@@ -190,11 +248,28 @@ def _activation_ranges(
                 f"init_data item {i}"
             )
         if accs is None:
-            accs = {n: init_accumulator(range_specs[n], seen[n].shape, seen[n].dtype) for n in seen}
-        accs = step(accs, {n: seen[n] for n in accs})
+            accs = {n: init_accumulator(specs_now[n], seen[n].shape, seen[n].dtype) for n in seen}
+        accs = step(accs, {n: seen[n] for n in accs}, _Static(specs_now))
     return {
-        s.name: _ranges_from_minmax(s, *finalize(range_specs[s.name], accs[s.name])) for s in specs
+        s.name: _ranges_from_minmax(s, *finalize(specs_now[s.name], accs[s.name])) for s in specs
     }
+
+
+class _Static:
+    """A dict of specs as a hashable static jit argument."""
+
+    def __init__(self, specs: Mapping[str, RangeInitSpec]):
+        self.specs = dict(specs)
+        self._key = tuple(sorted(self.specs.items()))
+
+    def __getitem__(self, name: str) -> RangeInitSpec:
+        return self.specs[name]
+
+    def __hash__(self) -> int:
+        return hash(self._key)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Static) and self._key == other._key
 
 
 def _manual_bits(
@@ -313,6 +388,7 @@ def _from_saved(saved: Mapping[str, Any], path: str):
                 axis=int(q["axis"]),
                 narrow_range=bool(q["narrow_range"]),
                 half_range=bool(q["half_range"]),
+                stack_axes=int(q.get("stack_axes", 0)),
             )
             ranges[name] = {k: np.asarray(v, np.float32) for k, v in q["range"].items()}
         except (KeyError, TypeError, ValueError) as e:
@@ -389,6 +465,10 @@ def build_quantization(section, context: BuildContext) -> Quantization:
     activation_names = [n for s in sites for n in (*s.inputs, s.output)]
     all_names = [*context.param_names, *activation_names]
     specs = resolve_quantizers(resolved, path, context.config, sites, weight_names, all_names)
+    stacks = {s.kernel: s.kernel_stack_axes for s in sites if s.kernel is not None}
+    specs = [
+        replace(s, stack_axes=stacks.get(s.name, 0)) if s.group == WEIGHTS else s for s in specs
+    ]
     if not specs:
         raise ConfigError(path, "no quantizer left after ignored_scopes/target_scopes")
 

@@ -86,6 +86,9 @@ class OpSite:
       takes_model_input: whether its (first) input is one of the model's own
         inputs, untouched (NNCF's ``quantize_inputs`` decides whether that
         input gets a quantizer).
+      kernel_stack_axes: leading axes of the stored kernel that the op does
+        not see: layers stacked by ``nn.scan`` (``(L, in, out)`` stored,
+        ``(in, out)`` per call); 0 for an ordinary kernel.
     """
 
     module: str
@@ -95,6 +98,7 @@ class OpSite:
     output: str
     input_shapes: tuple[tuple[int, ...], ...]
     takes_model_input: bool = False
+    kernel_stack_axes: int = 0
 
 
 def _kind(module: Any) -> str | None:
@@ -233,6 +237,7 @@ def find_op_sites(
     shapes: dict[str, tuple[int, ...]] = {}
     model_inputs: list[Any] = []
     takes_input: set[str] = set()
+    stacks: dict[str, int] = {}
 
     def record(name: str, x: jax.Array) -> jax.Array:
         shapes.setdefault(name, tuple(x.shape))
@@ -257,6 +262,10 @@ def find_op_sites(
                 takes_input.add(name)
             out = next_fun(*call_args, **call_kwargs)
             kernel = f"{name}/kernel" if _has_param(params, module.path, "kernel") else None
+            if kernel is not None:
+                seen = module.variables.get("params", {}).get("kernel")
+                stored = _param(params, module.path, "kernel")
+                stacks[name] = max(0, len(stored.shape) - len(getattr(seen, "shape", stored.shape)))
         if name not in found:
             found[name] = OpSite(
                 module=name,
@@ -291,15 +300,20 @@ def find_op_sites(
             output=s.output,
             input_shapes=tuple(shapes[i] for i in s.inputs if i in shapes),
             takes_model_input=s.module in takes_input,
+            kernel_stack_axes=stacks.get(s.module, 0),
         )
         for s in found.values()
     ]
 
 
-def _has_param(params: Any, path: Sequence[str], leaf: str) -> bool:
+def _param(params: Any, path: Sequence[str], leaf: str) -> Any:
     node = params
     for part in (*path, leaf):
         if not isinstance(node, Mapping) or part not in node:
-            return False
+            return None
         node = node[part]
-    return hasattr(node, "shape")
+    return node if hasattr(node, "shape") else None
+
+
+def _has_param(params: Any, path: Sequence[str], leaf: str) -> bool:
+    return _param(params, path, leaf) is not None

@@ -65,6 +65,9 @@ class QuantizerSpec:
       half_range: NNCF's ``overflow_fix``: an 8-bit weight quantizer trains on
         7-bit levels (``[-64, 63]``) and is doubled on export.
       range: the range initializer that sets its initial range.
+      stack_axes: leading axes of a weight stacked by ``nn.scan`` (one layer
+        per index): the quantizer is applied per layer, its ranges have these
+        axes in front.
     """
 
     name: str
@@ -77,6 +80,7 @@ class QuantizerSpec:
     narrow_range: bool = False
     half_range: bool = False
     range: RangeSettings = RangeSettings()
+    stack_axes: int = 0
 
     @property
     def effective_bits(self) -> int:
@@ -94,6 +98,7 @@ class QuantizerSpec:
             "axis": self.axis,
             "narrow_range": self.narrow_range,
             "half_range": self.half_range,
+            "stack_axes": self.stack_axes,
         }
 
 

@@ -30,6 +30,7 @@ from flax import struct
 
 from nncf_jax.core.algorithm import CompressionAlgorithm
 from nncf_jax.core.paths import flatten_params, unflatten_params
+from nncf_jax.core.stacking import layer_slices
 from nncf_jax.core.stage import CompressionStage
 from nncf_jax.core.state import Clock
 from nncf_jax.core.statistics import render_tables
@@ -122,15 +123,31 @@ def magnitude_masks(
 
 
 @functools.lru_cache(maxsize=64)
-def _jitted_masks(targets: tuple[str, ...], importance: str, mode: str):
-    """Jitted ``(params, level) -> (nested masks, thresholds)`` for one target set."""
+def _jitted_masks(
+    targets: tuple[str, ...], importance: str, mode: str, stacks: tuple[int, ...] = ()
+):
+    """Jitted ``(params, level) -> (nested masks, thresholds)`` for one target set.
+
+    ``stacks[i]`` leading axes of target ``i`` hold stacked layers
+    (``nn.scan``): each layer slice is its own tensor, as in the unrolled
+    model (its own importance norm, its own threshold in local mode).
+    """
+    stacks = stacks or (0,) * len(targets)
 
     def compute(params: Any, level: jax.Array) -> tuple[dict, jax.Array]:
         flat = flatten_params(params)
-        masks, thresholds = magnitude_masks(
-            [flat[n] for n in targets], level, importance=importance, mode=mode
-        )
-        return unflatten_params(dict(zip(targets, masks, strict=True))), thresholds
+        slices, counts = [], []
+        for name, k in zip(targets, stacks, strict=True):
+            parts = layer_slices(flat[name], k)
+            slices += parts
+            counts.append(len(parts))
+        slice_masks, thresholds = magnitude_masks(slices, level, importance=importance, mode=mode)
+        masks, start = {}, 0
+        for name, k, count in zip(targets, stacks, counts, strict=True):
+            part = slice_masks[start : start + count]
+            start += count
+            masks[name] = jnp.stack(part).reshape(flat[name].shape) if k else part[0]
+        return unflatten_params(masks), thresholds
 
     return jax.jit(compute)
 
@@ -199,6 +216,7 @@ class MagnitudeSparsity(CompressionAlgorithm):
         importance: str = "normed_abs",
         mode: str = "global",
         config_path: str = "compression",
+        stacks: dict[str, int] | None = None,
     ):
         if importance not in _IMPORTANCES:
             raise ConfigError(
@@ -215,6 +233,8 @@ class MagnitudeSparsity(CompressionAlgorithm):
         self.importance = importance
         self.mode = mode
         self.config_path = config_path
+        stacks = stacks or {}
+        self.stacks = tuple(int(stacks.get(t, 0)) for t in self.targets)
 
     @classmethod
     def from_config(
@@ -223,6 +243,7 @@ class MagnitudeSparsity(CompressionAlgorithm):
         config_path: str,
         targets: Sequence[str],
         given: dict[str, Any] | None = None,
+        stacks: dict[str, int] | None = None,
     ):
         """Builds from a defaults-resolved ``magnitude_sparsity`` section
         (``given``: the section as written, see `SparsitySchedule.from_section`)."""
@@ -235,6 +256,7 @@ class MagnitudeSparsity(CompressionAlgorithm):
             importance=params.get("weight_importance", "normed_abs"),
             mode=params.get("sparsity_level_setting_mode", "global"),
             config_path=config_path,
+            stacks=stacks,
         )
 
     # --- pure functions ---------------------------------------------------
@@ -244,7 +266,19 @@ class MagnitudeSparsity(CompressionAlgorithm):
         # One compiled program instead of dozens of small eager ops at build
         # time and in the facade, shared by every controller with the same
         # targets and settings; inside a caller's jit it simply inlines.
-        return _jitted_masks(self.targets, self.importance, self.mode)
+        return _jitted_masks(self.targets, self.importance, self.mode, self.stacks)
+
+    def _names_for(self, params: Any) -> list[str]:
+        """One name per threshold: a target, or ``target[i]`` per stacked layer."""
+        flat = flatten_params(params)
+        names = []
+        for target, k in zip(self.targets, self.stacks, strict=True):
+            if not k:
+                names.append(target)
+                continue
+            count = int(np.prod(np.shape(flat[target])[:k]))
+            names += [f"{target}[{i}]" for i in range(count)]
+        return names
 
     def init_state(self, params: Any) -> MagnitudeSparsityState:
         level = jnp.float32(self.schedule.init)
@@ -271,7 +305,11 @@ class MagnitudeSparsity(CompressionAlgorithm):
     # --- host side --------------------------------------------------------
 
     def builder_state(self) -> dict[str, Any]:
-        return {"target_weights": list(self.targets)}
+        state: dict[str, Any] = {"target_weights": list(self.targets)}
+        stacked = {t: k for t, k in zip(self.targets, self.stacks, strict=True) if k}
+        if stacked:
+            state["stacked_axes"] = stacked
+        return state
 
     def scheduler_state(self, state: MagnitudeSparsityState) -> dict[str, Any]:
         return {"current_sparsity_level": float(state.level), "frozen": bool(state.frozen)}
@@ -315,7 +353,7 @@ class MagnitudeSparsity(CompressionAlgorithm):
         thresholds = np.asarray(jax.device_get(state.thresholds)).tolist()
         return MagnitudeSparsityStatistics(
             model_statistics=model_sparsity_statistics(params, state.masks),
-            thresholds=dict(zip(self.targets, thresholds, strict=True)),
+            thresholds=dict(zip(self._names_for(params), thresholds, strict=True)),
             target_sparsity_level=self.schedule.target,
             scheduled_sparsity_level=float(state.level),
         )
