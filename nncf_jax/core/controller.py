@@ -398,13 +398,22 @@ class CompressionController:
 
         With no arguments it uses the facade handles, as NNCF's ``ctrl.loss()``.
         """
+        total = jnp.float32(0.0)
+        for part in self.losses(params, state).values():
+            total = total + part
+        return total
+
+    def losses(
+        self, params: Any = None, state: CompressionState | None = None
+    ) -> dict[str, jax.Array]:
+        """Each algorithm's compression loss, ``{name: float32 scalar}``; `loss` is their sum.
+
+        Jit-safe; return it from a train step as aux to log the parts.
+        """
         params = self.params if params is None else params
         state = self.state if state is None else state
         states = self._states(state)
-        total = jnp.float32(0.0)
-        for a in self._algorithms:
-            total = total + a.loss(params, states[a.name])
-        return total
+        return {self._names[a.name]: a.loss(params, states[a.name]) for a in self._algorithms}
 
     def filter_updates(self, updates: Any, state: CompressionState) -> Any:
         """Zeroes the optimizer updates of compressed-away weights."""
@@ -555,11 +564,20 @@ class CompressionController:
         """Per-algorithm statistics of the facade handles (``.to_str()`` renders tables)."""
         del quickly_collected_only
         self._require_params("statistics()")
+        losses: dict[str, float | None] = {}
+        for a in self._algorithms:
+            try:
+                value = a.loss(self.params, self.state.algorithms[a.name])
+                losses[self._names[a.name]] = float(value)
+            except UsageError:
+                # A loss that needs the batch's forward (distillation).
+                losses[self._names[a.name]] = None
         return NNCFStatistics(
             {
                 self._names[a.name]: a.statistics(self.state.algorithms[a.name], self.params)
                 for a in self._algorithms
-            }
+            },
+            losses=losses,
         )
 
     def prepare_for_export(self) -> Any:

@@ -46,11 +46,15 @@ class NNCFStatistics:
     """Statistics of every algorithm of a controller, by algorithm name.
 
     Attribute access by name: ``stats.magnitude_sparsity``. Iteration yields
-    ``(name, statistics)`` pairs.
+    ``(name, statistics)`` pairs. ``losses`` holds each algorithm's
+    compression loss on the facade handles (None for one that needs the
+    batch's forward, e.g. distillation); a composite's table shows the parts
+    and their sum.
     """
 
-    def __init__(self, by_algorithm: dict[str, Any]):
+    def __init__(self, by_algorithm: dict[str, Any], losses: dict[str, float | None] | None = None):
         self._by_algorithm = dict(by_algorithm)
+        self.losses = dict(losses or {})
 
     def __getattr__(self, name: str) -> Any:
         by_algorithm = self.__dict__.get("_by_algorithm", {})
@@ -63,8 +67,24 @@ class NNCFStatistics:
     def __iter__(self):
         return iter(self._by_algorithm.items())
 
+    @property
+    def compression_loss(self) -> float | None:
+        """The sum of `losses` (None if a part needs a forward to be computed)."""
+        if not self.losses or any(v is None for v in self.losses.values()):
+            return None
+        return float(sum(self.losses.values()))
+
     def tables(self) -> list[Table]:
-        return [t for _, s in self for t in s.tables()]
+        tables = [t for _, s in self for t in s.tables()]
+        if len(self.losses) > 1 or any(v for v in self.losses.values()):
+            rows = [
+                (name, "needs the batch (ctrl.losses in the step)" if v is None else float(v))
+                for name, v in self.losses.items()
+            ]
+            total = self.compression_loss
+            rows.append(("total (ctrl.loss)", "-" if total is None else total))
+            tables.append(make_table("Compression loss", ["algorithm", "loss"], rows))
+        return tables
 
     def to_str(self) -> str:
         """All algorithms' tables as plain text."""

@@ -280,3 +280,30 @@ def test_bare_params_with_a_plain_apply_function():
         np.asarray(out), np.ones((2, 6)) @ np.asarray(stripped["w"]), rtol=1e-6
     )
     assert int((np.asarray(stripped["w"]) == 0).sum()) == 12
+
+
+def test_losses_per_algorithm_sum_to_the_loss_and_show_in_statistics():
+    import flax.linen as nn
+
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.Dense(3)(nn.relu(nn.Dense(8)(x)))
+
+    model = Net()
+    variables = model.init(jax.random.key(0), np.ones((1, 4), np.float32))
+    config = {
+        "input_info": {"sample_size": [1, 4]},
+        "compression": [
+            {"algorithm": "magnitude_sparsity", "sparsity_init": 0.3},
+            {"algorithm": "quantization", "initializer": {"range": {"num_init_samples": 0}}},
+        ],
+    }
+    ctrl, cstate = nj.create_compressed_model(model, variables, config)
+    parts = jax.jit(ctrl.losses)(variables["params"], cstate)
+    assert set(parts) == {"magnitude_sparsity", "quantization"}
+    assert float(ctrl.loss(variables["params"], cstate)) == float(sum(parts.values()))
+    stats = ctrl.statistics()
+    assert stats.losses == {"magnitude_sparsity": 0.0, "quantization": 0.0}
+    assert stats.compression_loss == 0.0
+    assert "Compression loss" in stats.to_str() and "total (ctrl.loss)" in stats.to_str()
