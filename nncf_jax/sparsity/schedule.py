@@ -4,12 +4,15 @@
 `SparsitySchedule.advance` is the whole of NNCF's timing (REFERENCE.md
 section 3): the level is set at each ``epoch_step`` (or at each ``step`` with
 ``update_per_optimizer_step``), the freeze check comes first, and the freeze
-epoch's own level is never applied.
+epoch's own level is never applied. RB sparsity's ``adaptive`` schedule, which
+reads the sparsity the model has reached, is `adaptive_sparsity_level` /
+`SparsitySchedule.advance_adaptive`.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,11 +20,56 @@ import jax.numpy as jnp
 
 from nncf_jax.core import schedules
 from nncf_jax.core.state import Clock
-from nncf_jax.errors import ConfigError
+from nncf_jax.errors import ConfigError, UsageError
 
-__all__ = ["SparsitySchedule"]
+__all__ = ["SparsitySchedule", "adaptive_sparsity_level"]
 
 _SCHEDULES = ("polynomial", "exponential", "multistep")
+ADAPTIVE = "adaptive"
+
+
+def adaptive_sparsity_level(
+    level: jnp.ndarray,
+    bad_epochs: jnp.ndarray,
+    observed: jnp.ndarray,
+    *,
+    step: float,
+    eps: float,
+    patience: int,
+    target: float,
+) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """One epoch of NNCF's adaptive sparsity schedule (RB sparsity only).
+
+    An epoch whose observed sparsity has caught up with the level
+    (``observed >= level - eps``) counts as a "bad" epoch (NNCF's name); after
+    ``patience`` of them the level moves up by ``step`` and the count
+    restarts: ``level = min(level + step, target)``.
+
+    Args:
+      level: float32 scalar, the level in force.
+      bad_epochs: int32 scalar, NNCF's ``num_bad_epochs``.
+      observed: float32 scalar, the sparsity the masks have now (fraction of
+        zeros over the targeted weights).
+      step, eps, patience: the config's ``params.step`` / ``eps`` / ``patience``.
+      target: ``params.sparsity_target``.
+
+    Returns:
+      ``(level, bad_epochs)``, float32 and int32 scalars.
+
+    Example:
+      >>> level, bad = adaptive_sparsity_level(
+      ...     jnp.float32(0.0), jnp.int32(0), jnp.float32(0.0),
+      ...     step=0.05, eps=0.03, patience=1, target=0.5)
+      >>> round(float(level), 4), int(bad)
+      (0.05, 0)
+    """
+    level = jnp.asarray(level, jnp.float32)
+    caught_up = jnp.asarray(observed, jnp.float32) >= level - jnp.float32(eps)
+    bad = jnp.asarray(bad_epochs, jnp.int32) + caught_up.astype(jnp.int32)
+    move = bad >= patience
+    level = jnp.where(move, level + jnp.float32(step), level)
+    bad = jnp.where(move, 0, bad)
+    return jnp.minimum(level, jnp.float32(target)).astype(jnp.float32), bad.astype(jnp.int32)
 
 
 @dataclass(frozen=True)
@@ -29,7 +77,7 @@ class SparsitySchedule:
     """Parsed sparsity schedule settings.
 
     Attributes:
-      kind: "polynomial", "exponential" or "multistep".
+      kind: "polynomial", "exponential", "multistep" or (RB sparsity) "adaptive".
       init: level before the first epoch step (``sparsity_init``).
       target: final level (``multistep``: the last of its levels).
       target_epoch: epoch at which polynomial/exponential reach ``target``.
@@ -38,6 +86,8 @@ class SparsitySchedule:
       per_step: NNCF's ``update_per_optimizer_step``.
       steps_per_epoch: optimizer steps per epoch, or None when unknown.
       multistep_steps, multistep_levels: multistep breakpoints.
+      adaptive_step, adaptive_eps, patience: the adaptive schedule's
+        ``params.step``, ``params.eps`` and ``params.patience``.
     """
 
     kind: str
@@ -51,6 +101,9 @@ class SparsitySchedule:
     steps_per_epoch: int | None
     multistep_steps: tuple[float, ...]
     multistep_levels: tuple[float, ...]
+    adaptive_step: float = 0.05
+    adaptive_eps: float = 0.03
+    patience: int = 1
 
     @classmethod
     def from_section(
@@ -60,6 +113,7 @@ class SparsitySchedule:
         *,
         default_kind: str = "polynomial",
         given: dict[str, Any] | None = None,
+        kinds: Sequence[str] = _SCHEDULES,
     ) -> SparsitySchedule:
         """Parses a (defaults-resolved) sparsity config section.
 
@@ -69,6 +123,8 @@ class SparsitySchedule:
           default_kind: the algorithm's default schedule.
           given: the section as the user wrote it (to tell set keys from
             defaults); defaults to ``section``.
+          kinds: the schedules the algorithm can run (RB sparsity adds
+            "adaptive").
 
         Raises:
           ConfigError: unsupported schedule, or per-step updates without
@@ -76,10 +132,10 @@ class SparsitySchedule:
         """
         params = section.get("params", {})
         kind = params.get("schedule", default_kind)
-        if kind not in _SCHEDULES:
+        if kind not in kinds:
             raise ConfigError(
                 f"{path}.params.schedule",
-                f"expected one of {', '.join(map(repr, _SCHEDULES))}, got {kind!r}",
+                f"expected one of {', '.join(map(repr, kinds))}, got {kind!r}",
             )
         init = float(section.get("sparsity_init", 0.0))
         levels = tuple(float(v) for v in params.get("multistep_sparsity_levels", (0.1, 0.5)))
@@ -114,10 +170,23 @@ class SparsitySchedule:
             steps_per_epoch=None if steps_per_epoch is None else int(steps_per_epoch),
             multistep_steps=steps,
             multistep_levels=levels,
+            adaptive_step=float(params.get("step", 0.05)),
+            adaptive_eps=float(params.get("eps", 0.03)),
+            patience=int(params.get("patience", 1)),
         )
 
     def level_fn(self) -> schedules.Schedule:
-        """``epoch -> level`` for this schedule."""
+        """``epoch -> level`` for this schedule.
+
+        Raises:
+          UsageError: the adaptive schedule, whose level depends on the
+            sparsity reached, not on the epoch alone.
+        """
+        if self.kind == ADAPTIVE:
+            raise UsageError(
+                "the adaptive schedule has no epoch -> level function: its level follows "
+                "the sparsity the model reaches (see SparsitySchedule.advance_adaptive)"
+            )
         if self.kind == "polynomial":
             return schedules.polynomial_schedule(
                 self.init, self.target, self.target_epoch, self.power, self.concave
@@ -167,3 +236,46 @@ class SparsitySchedule:
         refresh = ticks & jnp.logical_not(frozen)
         level = jnp.where(refresh, self.level_fn()(self.position(clock)), level)
         return level.astype(jnp.float32), frozen, refresh
+
+    def advance_adaptive(
+        self,
+        level: jnp.ndarray,
+        frozen: jnp.ndarray,
+        bad_epochs: jnp.ndarray,
+        observed: jnp.ndarray,
+        clock: Clock,
+        *,
+        new_epoch: Any,
+    ) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:
+        """One scheduler tick of the adaptive schedule.
+
+        The level moves at ``epoch_step`` only (NNCF's adaptive scheduler has
+        no per-step mode; ``update_per_optimizer_step`` is ignored), after
+        the freeze check, with `adaptive_sparsity_level`.
+
+        Args:
+          level: float32 scalar, the level in force.
+          frozen: bool scalar.
+          bad_epochs: int32 scalar.
+          observed: float32 scalar, the sparsity the masks have now.
+          clock: counters after the tick.
+          new_epoch: bool (may be traced): an ``epoch_step`` happened.
+
+        Returns:
+          ``(level, frozen, bad_epochs)``.
+        """
+        ticks = jnp.asarray(new_epoch, jnp.bool_)
+        frozen = jnp.logical_or(frozen, ticks & (clock.epoch >= self.freeze_epoch))
+        moves = ticks & jnp.logical_not(frozen)
+        new_level, new_bad = adaptive_sparsity_level(
+            level,
+            bad_epochs,
+            observed,
+            step=self.adaptive_step,
+            eps=self.adaptive_eps,
+            patience=self.patience,
+            target=self.target,
+        )
+        level = jnp.where(moves, new_level, level).astype(jnp.float32)
+        bad_epochs = jnp.where(moves, new_bad, bad_epochs).astype(jnp.int32)
+        return level, frozen, bad_epochs
