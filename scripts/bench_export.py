@@ -2,9 +2,11 @@
 
 For the example digits CNN, float against 50% magnitude-sparse and against
 INT8 (weights and activations, weights stored as int8 codes): StableHLO and
-OpenVINO IR bytes, and OpenVINO CPU inference latency (f32 hint) with the
-three models interleaved in blocks. Goal: int8 StableHLO bytes / float <= 0.27. Imported by ``bench.py`` (it runs from
-the ``scripts`` folder, which is on ``sys.path`` then).
+OpenVINO IR bytes, how many convolutions / matmuls OpenVINO runs on int8
+kernels (`nncf_jax.export.openvino.int8_layers`), and OpenVINO CPU inference
+latency (f32 hint) with the three models interleaved in blocks. Goal: int8
+StableHLO bytes / float <= 0.27. Imported by ``bench.py`` (it runs from the
+``scripts`` folder, which is on ``sys.path`` then).
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from nncf_jax.examples.digits_data import CNN, IMAGE_SHAPE
 
 try:  # optional: the export section's OpenVINO part needs it
     import openvino
+
+    from nncf_jax.export.openvino import int8_layers
 except ImportError:
     openvino = None
 
@@ -145,6 +149,9 @@ def bench_export(sizes: Any) -> dict[str, Any]:
             )
         for kind in ("sparse", "int8"):
             ov[f"{kind}_over_float_ir_bytes"] = ov[f"{kind}_ir_bytes"] / ov["float_ir_bytes"]
+        for kind, model in compiled.items():
+            # Convolutions / matmuls on int8 kernels, as OpenVINO's runtime graph reports them.
+            ov[f"{kind}_int8_layers"] = len(int8_layers(model))
         ov["inference_threads"] = int(compiled["float"].get_property("INFERENCE_NUM_THREADS"))
         ov["latency"] = {f"b{b}": _ov_latency(compiled, b, sizes) for b in sizes.ov_batches}
         out["openvino"] = ov
@@ -185,6 +192,12 @@ def report_export(export: dict[str, Any], console: Console) -> None:
             _three({k: ov[f"{k}_ir_bytes"] for k in KINDS}, "{:,} B"),
             f"{ov['sparse_over_float_ir_bytes']:.3f}",
             f"{ov['int8_over_float_ir_bytes']:.3f}",
+        )
+        table.add_row(
+            "OpenVINO convolutions / matmuls run on int8 kernels",
+            _three({k: ov[f"{k}_int8_layers"] for k in KINDS}, "{}"),
+            "",
+            "",
         )
         for lat in ov["latency"].values():
             table.add_row(

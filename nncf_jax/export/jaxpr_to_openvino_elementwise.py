@@ -70,15 +70,51 @@ def _unary(ov_name):
     return rule
 
 
+def _int_codes(x: Any) -> bool:
+    """Whether ``x`` is ``Convert(Constant)`` of a signed integer type (int8 weight codes)."""
+    node = x.get_node()
+    if node.get_type_name() != "Convert":
+        return False
+    codes = node.input_value(0).get_node()
+    source_type = node.get_input_element_type(0)
+    return (
+        codes.get_type_name() == "Constant"
+        and source_type.is_integral_number()
+        and source_type.is_signed()
+    )
+
+
 def _div(t, eqn, a, b):
-    if np.issubdtype(dtype_of(eqn), np.integer):
-        # lax.div rounds integers toward zero; OpenVINO's Divide floors.
-        q = t.ops.divide(t.ops.absolute(a), t.ops.absolute(b))
-        neg = t.ops.not_equal(
-            t.ops.less(a, t.const(0, dtype_of(eqn))), t.ops.less(b, t.const(0, dtype_of(eqn)))
-        )
-        return t.ops.select(neg, t.ops.negative(q), q).output(0)
-    return t.ops.divide(a, b).output(0)
+    dtype = dtype_of(eqn)
+    if np.issubdtype(dtype, np.integer):
+        # OpenVINO 2026.4's Divide rounds 8-bit integers (u8 14 / 16 gives 1,
+        # at run time and when folded), so narrow integers divide as int32.
+        # Constants are widened here: its CPU plugin drops the Abs in
+        # Abs(Convert(Constant(i8))).
+        wide = np.dtype(np.int32) if dtype.itemsize < 4 else dtype
+        if wide != dtype:
+            a, b = (
+                t.ops.convert(v, t.ov_type(wide)).output(0)
+                if t.value(i) is None
+                else t.const(t.value(i).astype(wide))
+                for i, v in enumerate((a, b))
+            )
+        if np.issubdtype(dtype, np.unsignedinteger):
+            q = t.ops.divide(a, b)  # floor is truncation here
+        else:
+            # lax.div rounds toward zero; OpenVINO's Divide floors.
+            q = t.ops.divide(t.ops.absolute(a), t.ops.absolute(b))
+            neg = t.ops.not_equal(t.ops.less(a, t.const(0, wide)), t.ops.less(b, t.const(0, wide)))
+            q = t.ops.select(neg, t.ops.negative(q), q)
+        if wide != dtype:
+            q = t.ops.convert(q, t.ov_type(dtype))
+        return q.output(0)
+    out = t.ops.divide(a, b).output(0)
+    scale = t.value(1)
+    if scale is not None and _int_codes(a):
+        # Signed weight codes / s: int8 kernels may use them (`Translator.weight_codes`).
+        t.weight_codes.append((out, a, scale))
+    return out
 
 
 def _logical(bool_name, int_name):

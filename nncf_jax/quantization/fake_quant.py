@@ -67,6 +67,7 @@ NNCF; bfloat16 and float32 are safe.
 from __future__ import annotations
 
 import functools
+import re
 from typing import Any
 
 import jax
@@ -77,10 +78,12 @@ from nncf_jax.errors import UsageError
 
 __all__ = [
     "EPS",
+    "FAKE_QUANTIZE_CALL",
     "MAX_BITS",
     "MIN_BITS",
     "asymmetric_quantize",
     "asymmetric_range",
+    "fake_quantize_call_levels",
     "quantization_levels",
     "symmetric_quantize",
     "symmetric_range",
@@ -320,6 +323,63 @@ def _fq_forward(x: jax.Array, input_low: jax.Array, input_range: jax.Array, n: i
     return jnp.round((y - input_low) * s - zero_point) / s
 
 
+FAKE_QUANTIZE_CALL = "nncf_fake_quantize"
+"""Name prefix of the jitted call that holds each fake quantizer's forward.
+
+In a traced model the forward `_fq_forward` of every fake quantizer is one
+``jit`` equation named ``f"{FAKE_QUANTIZE_CALL}_levels{n + 1}"`` with inputs
+``(x, input_low, input_range)``, so that an exporter can recognise it and emit
+its runtime's own quantize op (OpenVINO's ``FakeQuantize``) instead of the
+elementwise ops inside; `fake_quantize_call_levels` reads the level count back.
+The call changes neither the numbers nor the gradients: it sits inside the
+``custom_vjp`` primal, and XLA inlines it when the caller is jitted.
+"""
+
+_CALL_NAME = re.compile(rf"{FAKE_QUANTIZE_CALL}_levels(\d+)")
+
+
+@functools.cache
+def _fq_call(n: int):
+    """`_fq_forward` with ``n`` bound, as a ``jit`` named for `FAKE_QUANTIZE_CALL`."""
+
+    def call(x, input_low, input_range):
+        return _fq_forward(x, input_low, input_range, n)
+
+    call.__name__ = call.__qualname__ = f"{FAKE_QUANTIZE_CALL}_levels{n + 1}"
+    return jax.jit(call)
+
+
+def _fq_traced(x: jax.Array, input_low: jax.Array, input_range: jax.Array, n: int) -> jax.Array:
+    """`_fq_forward`, as the named call `_fq_call` when traced.
+
+    Eager calls run the ops one by one, as before: a compiled call would let
+    XLA rewrite ``m / (n / r)`` as ``m * r / n`` and move eager results (the
+    stripped weights, which exported int8 codes must reproduce) by an ulp.
+    Traced, the call is inlined by XLA like the ops it replaces.
+    """
+    if any(isinstance(v, jax.core.Tracer) for v in (x, input_low, input_range)):
+        return _fq_call(n)(x, input_low, input_range)
+    return _fq_forward(x, input_low, input_range, n)
+
+
+def fake_quantize_call_levels(name: str) -> int | None:
+    """The level count ``n + 1`` of a fake-quantize ``jit`` call's name, or None.
+
+    Args:
+      name: a ``jit`` equation's ``name`` parameter.
+
+    Returns:
+      ``levels`` for a name made by this module (see `FAKE_QUANTIZE_CALL`),
+      None for any other name.
+
+    Example:
+      >>> fake_quantize_call_levels("nncf_fake_quantize_levels256")
+      256
+    """
+    match = _CALL_NAME.fullmatch(name)
+    return int(match.group(1)) if match else None
+
+
 def _sum_like(t: jax.Array, like: jax.Array) -> jax.Array:
     """Sums ``t`` down to the (broadcast) shape of ``like``."""
     if like.ndim == 0:
@@ -353,7 +413,7 @@ def _fq_backward(
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def _symmetric_core(x: jax.Array, scale_safe: jax.Array, level_low: int, level_high: int):
     input_low, input_range = _symmetric_low_range(scale_safe, level_low, level_high)
-    return _fq_forward(x, input_low, input_range, level_high - level_low)
+    return _fq_traced(x, input_low, input_range, level_high - level_low)
 
 
 def _symmetric_core_fwd(x, scale_safe, level_low, level_high):
@@ -377,7 +437,7 @@ _symmetric_core.defvjp(_symmetric_core_fwd, _symmetric_core_bwd)
 def _asymmetric_core(
     x: jax.Array, input_low: jax.Array, input_range: jax.Array, level_low: int, level_high: int
 ):
-    return _fq_forward(x, input_low, input_range, level_high - level_low)
+    return _fq_traced(x, input_low, input_range, level_high - level_low)
 
 
 def _asymmetric_core_fwd(x, input_low, input_range, level_low, level_high):

@@ -11,9 +11,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax import lax
 
 from nncf_jax.errors import ExportError
-from nncf_jax.export import example_inputs, export_forward
+from nncf_jax.export import ExampleInputs, example_inputs, export_forward
 
 LOADER = textwrap.dedent(
     """
@@ -205,3 +206,31 @@ def test_export_replaces_old_files(ov, sparse_model, tmp_path):
     assert (tmp_path / "m.bin").read_bytes() != b"old"
     assert _compile(ov, tmp_path / "m.xml") is not None
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.bin", "m.xml", "m.xml.json"]
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8, np.int16, np.int32, np.uint32])
+def test_integer_division_truncates_like_lax(ov, dtype, tmp_path):
+    # OpenVINO 2026.4 rounds 8-bit Divide (u8 14 / 16 gives 1) and drops the
+    # Abs in Abs(Convert(Constant(i8))). Both operands constant (as 4-bit
+    # weight unpacking, codes // 16) or an input, negative divisors included.
+    rng = np.random.default_rng(0)
+    info = np.iinfo(dtype)
+    a = rng.integers(max(info.min, -30000), min(info.max, 30000), 64).astype(dtype)
+    b = rng.integers(1, 20, 64).astype(dtype)
+    if info.min < 0:
+        b = (b * rng.choice([-1, 1], 64)).astype(dtype)
+
+    def forward(x):
+        return lax.div(x, jnp.asarray(b)), lax.div(jnp.asarray(a), jnp.asarray(b)) + x * 0
+
+    artefact = export_forward(
+        forward,
+        ExampleInputs((a,), {}),
+        tmp_path / "div.xml",
+        save_format="openvino",
+        batch_polymorphic=False,
+    )
+    got = _compile(ov, artefact.path)(a)
+    want = np.asarray(lax.div(a, b))
+    np.testing.assert_array_equal(got[0], want)
+    np.testing.assert_array_equal(got[1], want)

@@ -77,6 +77,10 @@ def test_quick_bench_writes_four_positive_finite_ratios(tmp_path):
     assert ov is not None, export["openvino_skipped"]
     for key in OPENVINO_NUMBERS:
         _assert_positive_finite(f"export.openvino.{key}", ov[key])
+    # OpenVINO runs the INT8 model's two convolutions and two dense layers on
+    # int8 kernels, and nothing of the float models.
+    assert (ov["float_int8_layers"], ov["sparse_int8_layers"], ov["int8_int8_layers"]) == (0, 0, 4)
+    assert "run on int8 kernels" in proc.stdout
     # --quick: batch 1 only.
     assert list(ov["latency"]) == ["b1"]
     for key in LATENCY_NUMBERS:
