@@ -603,7 +603,10 @@ class CompressionController:
           model_args: NNCF's tuple of extra positional arguments ending with a
             dict of keyword arguments, ``(a, b, {"x": None, "y": y})``; the
             inputs of the config's ``input_info`` come first.
-          **options: format options, e.g. ``vjp_order=1``, ``batch_polymorphic=False``.
+          **options: format options, e.g. ``vjp_order=1``, ``batch_polymorphic=False``;
+            ``shrink=True`` (with ``filter_pruning``) exports the physically
+            smaller model of `nncf_jax.pruning.shrink`: pruned channels
+            removed, fewer FLOPs, the same outputs as the masked model.
 
         Returns:
           An `nncf_jax.export.ExportedArtefact` (paths and sidecar content).
@@ -627,6 +630,9 @@ class CompressionController:
             with self.forward_context(state):
                 return self._apply_fn(variables, *args, **kwargs)
 
+        if options.pop("shrink", False):
+            forward = self._shrunk_forward(state)
+
         metadata = {
             "algorithms": [self._names[a.name] for a in self._algorithms],
             "compression_stage": int(self.compression_stage()),
@@ -643,6 +649,29 @@ class CompressionController:
             metadata=metadata,
             **options,
         )
+
+    def _shrunk_forward(self, state: CompressionState) -> Callable[..., Any]:
+        from nncf_jax.errors import ExportError
+
+        names = [a.name for a in self._algorithms]
+        if "filter_pruning" not in names:
+            raise ExportError(
+                f"shrink=True removes pruned channels and needs filter_pruning; this "
+                f"controller has {names}"
+            )
+        if "quantization" in names:
+            raise ExportError(
+                "shrink=True cannot keep activation quantizers (the shrunk forward replays "
+                "the float model's graph); export without shrink"
+            )
+        from nncf_jax.pruning import shrink
+
+        small, forward_small = shrink(self, self._with_params({}, self.params), state)
+
+        def forward(x):
+            return forward_small(small, x)
+
+        return forward
 
     # --- NNCF state dicts ---------------------------------------------------
 

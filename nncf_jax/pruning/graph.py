@@ -438,7 +438,7 @@ class _Walker:
         groups = eqn.params["feature_group_count"]
         o_axis, i_axis = dn.rhs_spec[0], dn.rhs_spec[1]
         spatial = [avals[1].shape[d] for d in dn.rhs_spec[2:]]
-        flops = 2 * int(np.prod(out_avals[0].shape)) * int(np.prod(spatial)) * (cin // groups)
+        flops = 2 * _size(out_avals[0].shape) * int(np.prod(spatial)) * (cin // groups)
         strided = any(s > 1 for s in eqn.params["window_strides"])
         overrides = {}
         if groups == 1:
@@ -484,7 +484,7 @@ class _Walker:
             self.spaces[self.find(lhs.space)].consumers.append(Member(kernel, rc[0]))
         if lhs.space in self.input_spaces:
             self.first_conv.add(out)
-        flops = 2 * int(np.prod(out_avals[0].shape)) * cin
+        flops = 2 * _size(out_avals[0].shape) * cin
         self.ops.append((kernel, lhs.space, out, flops, False))
         outs = self.bind(eqn, [lhs.value, rhs.value])
         return [_V(out, frozenset(), outs[0])]
@@ -595,6 +595,15 @@ def build_pruning_graph(
         for kernel, i, o, f, dw in walker.ops
     )
     return PruningGraph(tuple(groups), ops, space_group, shapes)
+
+
+def _size(shape: Sequence[Any]) -> int:
+    """Elements of a shape; a symbolic (export) batch counts as 1 (FLOPs are
+    only reported for the traced batch)."""
+    total = 1
+    for d in shape:
+        total *= d if isinstance(d, int | np.integer) else 1
+    return int(total)
 
 
 def evaluate_jaxpr(
