@@ -22,6 +22,7 @@ _BUILTIN_MODULES = (
     "nncf_jax.sparsity.magnitude_builder",
     "nncf_jax.sparsity.nm_builder",
     "nncf_jax.sparsity.rb_builder",
+    "nncf_jax.sparsity.movement_builder",
     "nncf_jax.quantization.builder",
     "nncf_jax.distillation",
     "nncf_jax.pruning.builder",
