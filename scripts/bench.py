@@ -26,6 +26,10 @@ The **quantization** section (`bench_quant.py`, issue 3) times the same
 train step with INT8 weight and activation fake-quantization against the
 float step (goal <= 1.3) and compares compile times.
 
+The **RB sparsity** section (`bench_rb.py`, issue 5) times the RB train step
+(params and mask logits trained by one Adam, stochastic masks, RB loss)
+against the dense step (goal <= 1.1) and compares compile times.
+
 Beside the goals, the **export** section (issue 6) exports the example
 digits CNN (``nncf_jax.examples.digits_data.CNN``, 151,306 params) twice with
 ``ctrl.export_model``: float (a config with no compression) and 50%
@@ -64,6 +68,7 @@ import numpy as np
 import optax
 from bench_export import bench_export, report_export, tree_bytes, tree_size
 from bench_quant import bench_quantization, report_quantization
+from bench_rb import bench_rb, report_rb
 from rich.console import Console
 from rich.table import Table
 
@@ -544,6 +549,7 @@ def report(results: dict[str, Any], console: Console) -> None:
         absolute.add_row(*row)
     console.print(absolute)
     report_quantization(results["quantization"], console)
+    report_rb(results["rb_sparsity"], console)
     report_export(results["export"], console)
 
 
@@ -563,6 +569,7 @@ def run(sizes: Sizes, steps_per_epoch: int) -> dict[str, Any]:
     comp = bench_compile(steps["_model"], steps["_ctrl"], steps["_args"], sizes.compile_repeats)
     refresh = bench_refresh(sizes)
     quant = bench_quantization(sizes, steps["_model"], make_dense_step, make_sparse_step)
+    rb = bench_rb(sizes, steps["_model"], make_dense_step)
     export = bench_export(sizes)
     state_ratios = {
         "digits_cnn": steps["state_bytes"] / steps["param_bytes"],
@@ -580,6 +587,7 @@ def run(sizes: Sizes, steps_per_epoch: int) -> dict[str, Any]:
         "compile": comp,
         "refresh": refresh,
         "quantization": quant,
+        "rb_sparsity": rb,
         "export": export,
     }
 

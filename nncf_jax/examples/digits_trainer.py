@@ -11,6 +11,13 @@ plain epoch loop of `nncf_jax.examples.digits.run` uses the same methods.
 Each step returns its task loss, compression loss and the scheduled levels
 it ran with as arrays; they are fetched once per epoch (no host sync per
 step) and written to the metrics log per step.
+
+Compression parameters that must be trained for the algorithm to work at all
+(RB sparsity's logits, see `trained_compression`) are differentiated with the
+params and updated by the same optimizer, whose state then covers
+``{"params": params, "compression": trained}`` (`init_optimizer_state`); their
+updates are multiplied by the algorithm's ``compression_lr_multiplier``.
+Quantizer ranges stay as initialised, as in the published digits INT8 runs.
 """
 
 from __future__ import annotations
@@ -27,10 +34,41 @@ import optax
 
 from nncf_jax.examples.digits_data import DigitsData
 from nncf_jax.examples.train_settings import TrainSettings
+from nncf_jax.sparsity.rb_algorithm import eval_state
 
-__all__ = ["DigitsTrainer", "EpochStats"]
+__all__ = ["DigitsTrainer", "EpochStats", "init_optimizer_state", "trained_compression"]
 
 State = dict[str, Any]
+
+# Algorithms whose compression parameters the digits job trains: RB sparsity
+# learns its masks and does nothing without it. Quantizer ranges are left out
+# so that the INT8 runs keep training the params only.
+_TRAINED_ALGORITHMS = ("rb_sparsity",)
+
+
+def trained_compression(ctrl: Any, cstate: Any) -> dict[str, Any]:
+    """The part of ``ctrl.trainable(cstate)`` the digits job trains, ``{algorithm: pytree}``."""
+    return {k: v for k, v in ctrl.trainable(cstate).items() if k in _TRAINED_ALGORITHMS}
+
+
+def init_optimizer_state(tx: optax.GradientTransformation, params: Any, ctrl: Any, cstate: Any):
+    """The optimizer state the digits train step carries (and checkpoints).
+
+    ``tx.init(params)`` when nothing else is trained, else
+    ``tx.init({"params": params, "compression": trained_compression(ctrl, cstate)})``.
+    """
+    trained = trained_compression(ctrl, cstate)
+    if not trained:
+        return tx.init(params)
+    return tx.init({"params": params, "compression": trained})
+
+
+def _lr_multipliers(ctrl: Any) -> dict[str, float]:
+    return {
+        a.name: float(getattr(a, "lr_multiplier", None) or 1.0)
+        for a in ctrl.algorithms
+        if a.name in _TRAINED_ALGORITHMS
+    }
 
 
 def _metrics(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -109,20 +147,42 @@ class DigitsTrainer:
 
     def _train_step(self, tx):
         ctrl = self.ctrl
+        multipliers = _lr_multipliers(ctrl)
 
         def step(variables, opt_state, cstate, x, y):
-            def loss_fn(params):
-                logits = ctrl.apply({**variables, "params": params}, cstate, x)
+            def loss_fn(params, trained):
+                # Without anything to train this is DESIGN's step on cstate as it is.
+                cs = (
+                    ctrl.with_trainable(cstate, {**ctrl.trainable(cstate), **trained})
+                    if trained
+                    else cstate
+                )
+                logits = ctrl.apply({**variables, "params": params}, cs, x)
                 task_loss, _ = _metrics(logits, y)
-                compression_loss = ctrl.loss(params, cstate)
+                compression_loss = ctrl.loss(params, cs)
                 return task_loss + compression_loss, (task_loss, compression_loss)
 
             params = variables["params"]
-            (_, (task_loss, compression_loss)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-                params
-            )
-            updates, opt_state = tx.update(grads, opt_state, params)
+            trained = trained_compression(ctrl, cstate)
+            (_, (task_loss, compression_loss)), (grads, t_grads) = jax.value_and_grad(
+                loss_fn, argnums=(0, 1), has_aux=True
+            )(params, trained)
             levels = {name: s.level for name, s in cstate.algorithms.items() if hasattr(s, "level")}
+            if trained:
+                tree = {"params": params, "compression": trained}
+                grads = {"params": grads, "compression": t_grads}
+                updates, opt_state = tx.update(grads, opt_state, tree)
+                t_updates = {
+                    name: jax.tree.map(lambda u, m=multipliers[name]: u * m, part)
+                    for name, part in updates["compression"].items()
+                }
+                # Put the trained parameters back before the tick, so that a
+                # schedule reading them (RB's adaptive one) sees this step's.
+                trained = optax.apply_updates(trained, t_updates)
+                cstate = ctrl.with_trainable(cstate, {**ctrl.trainable(cstate), **trained})
+                updates = updates["params"]
+            else:
+                updates, opt_state = tx.update(grads, opt_state, params)
             updates, cstate = ctrl.transform.update(updates, cstate, params)  # scheduler tick
             params = optax.apply_updates(params, updates)
             aux = {"task_loss": task_loss, "compression_loss": compression_loss, "levels": levels}
@@ -146,9 +206,10 @@ class DigitsTrainer:
         Returns:
           ``{"variables", "opt_state", "cstate"}``.
         """
+        tx = self.settings.make_optimizer()
         state = {
             "variables": variables,
-            "opt_state": self.settings.make_optimizer().init(variables["params"]),
+            "opt_state": init_optimizer_state(tx, variables["params"], self.ctrl, cstate),
             "cstate": cstate,
         }
         bs = self.settings.batch_size
@@ -172,8 +233,10 @@ class DigitsTrainer:
         """
         self._lr_scale = float(lr_scale)
         self._step_fn(self._lr_scale)
-        params = state["variables"]["params"]
-        opt_state = self.settings.make_optimizer(self._lr_scale).init(params)
+        tx = self.settings.make_optimizer(self._lr_scale)
+        opt_state = init_optimizer_state(
+            tx, state["variables"]["params"], self.ctrl, state["cstate"]
+        )
         return {**state, "opt_state": opt_state}
 
     def train_epoch(self, state: State, epoch: int) -> State:
@@ -264,7 +327,8 @@ class DigitsTrainer:
             else:
 
                 def eval_compressed(variables, cstate, x, y):
-                    logits = ctrl.apply(variables, cstate, x)
+                    # Deterministic masks (RB sparsity samples its masks in training).
+                    logits = ctrl.apply(variables, eval_state(cstate), x)
                     return logits, *_metrics(logits, y)
 
                 self._eval = jax.jit(eval_compressed).lower(variables, cstate, x, y).compile()

@@ -142,12 +142,12 @@ def rb_training_mask(logits: jax.Array, key: jax.Array) -> jax.Array:
 
 
 def rb_masked_weight(w: jax.Array, mask: jax.Array) -> jax.Array:
-    """``w * mask`` with the gradients of a product, and pruned non-finite weights at 0.
+    """``w * mask``: the weight the forward uses, with the gradients of a product.
 
-    A finite weight is multiplied by the 0/1 mask (exact: ``w * 1 == w``), so
-    the mask's logit receives ``grad * w`` whether the weight is kept or not
-    (a pruned weight can come back, as in NNCF). A NaN or Inf weight is itself
-    where kept and exactly 0 where pruned (``NaN * 0`` would be NaN).
+    The mask's logit receives ``grad * w`` whether the weight is kept or not
+    (a pruned weight can come back, as in NNCF). A plain product: a NaN or
+    Inf weight would make its logit's gradient NaN anyway, so the forward
+    does not special-case it (``ctrl.strip`` does: a pruned NaN is 0 there).
 
     Args:
       w: a weight, any float dtype.
@@ -156,10 +156,7 @@ def rb_masked_weight(w: jax.Array, mask: jax.Array) -> jax.Array:
     Returns:
       The masked weight, dtype of ``w``.
     """
-    finite = jnp.isfinite(w)
-    safe = jnp.where(finite, w, jnp.zeros((), w.dtype))
-    product = (safe * mask.astype(w.dtype)).astype(w.dtype)
-    return jnp.where(finite, product, jnp.where(mask > 0, w, jnp.zeros((), w.dtype)))
+    return w * mask.astype(w.dtype)
 
 
 def rb_sparsity_loss(

@@ -62,6 +62,12 @@ def test_quick_bench_writes_four_positive_finite_ratios(tmp_path):
     assert quant["weight_quantizers"] == 4 and quant["activation_quantizers"] == 4
     assert "QAT step / float step" in proc.stdout
 
+    rb = results["rb_sparsity"]
+    for key in ("rb_step_ratio", "rb_compile_ratio", "dense_step_s", "rb_step_s"):
+        _assert_positive_finite(f"rb_sparsity.{key}", rb[key])
+    assert rb["targeted_weights"] == 4 and rb["goal"] == 1.1
+    assert "RB step / dense step" in proc.stdout
+
     export = results["export"]
     for key in EXPORT_NUMBERS:
         _assert_positive_finite(f"export.{key}", export[key])
