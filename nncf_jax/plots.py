@@ -131,8 +131,9 @@ def schedule_curves(
         ``params.steps_per_epoch`` wins, as in training.
 
     Returns:
-      One `ScheduleCurve` per algorithm with a schedule, in config order
-      (``[]`` for e.g. ``const_sparsity`` or a dense config).
+      One `ScheduleCurve` per algorithm with a schedule known in advance, in
+      config order (``[]`` for e.g. ``const_sparsity``, an ``adaptive`` RB
+      schedule or a dense config).
 
     Raises:
       ConfigError: the config is invalid.
@@ -148,6 +149,9 @@ def schedule_curves(
         if section.name not in _SPARSITY_SCHEDULED:
             continue
         resolved = section.resolved
+        if resolved.get("params", {}).get("schedule") == "adaptive":
+            # Its levels follow the observed sparsity: not known in advance.
+            continue
         resolved["params"].setdefault("steps_per_epoch", steps_per_epoch)
         schedule = SparsitySchedule.from_section(resolved, section.path, given=section.section)
         spe = schedule.steps_per_epoch or steps_per_epoch

@@ -388,3 +388,8 @@ def test_plots_without_matplotlib_name_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     with pytest.raises(nj.errors.UsageError, match=r"pip install 'nncf-jax\[plot\]'"):
         plots.require_matplotlib()
+
+
+def test_adaptive_rb_schedule_has_no_curve_known_in_advance():
+    config = {"compression": {"algorithm": "rb_sparsity", "params": {"schedule": "adaptive"}}}
+    assert plots.schedule_curves(config, epochs=5, steps_per_epoch=3) == []

@@ -101,3 +101,18 @@ def test_config_trains_one_epoch(path, train):
         assert metrics["sparsity_level_for_layers"] == pytest.approx(
             source["sparsity_level_for_layers"]
         )
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=NAMES)
+def test_run_directory_restores_for_stats_and_export(path, train):
+    """``nncf-jax stats/export RUN_DIR`` rebuild the controller from the run's
+    checkpoint: the optimizer state (with RB logits) and the quantizer setup
+    must fit without calibration data."""
+    from nncf_jax.examples.digits_restore import restore_run
+
+    metrics = train(path.name)
+    run = restore_run(metrics["out_dir"])
+    run.ctrl.sync(run.restored.variables, run.restored.cstate)
+    stats = run.ctrl.statistics()
+    assert [name for name, _ in stats] == metrics["algorithms"]
+    assert bool(stats.to_str()) == bool(metrics["algorithms"])

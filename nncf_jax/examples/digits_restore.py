@@ -21,6 +21,7 @@ import nncf_jax as nj
 from nncf_jax.errors import CheckpointError, UsageError
 from nncf_jax.examples.digits_data import TRAIN_SIZE, DigitsData
 from nncf_jax.examples.digits_model import ModelSpec, resolve_model
+from nncf_jax.examples.digits_trainer import init_optimizer_state
 from nncf_jax.examples.train_settings import TrainSettings, sample_shape
 
 __all__ = [
@@ -143,7 +144,6 @@ def restore_run(run_dir: str | os.PathLike) -> RestoredRun:
     shape = sample_shape(config, digits_cnn=spec.is_default)
     variables = init_variables(spec.model, 0, shape)
     steps_per_epoch = max(TRAIN_SIZE // settings.batch_size, 1)
-    opt_state = settings.make_optimizer().init(variables["params"])
     with nj.checkpoint.CheckpointManager(path / "checkpoints") as checkpoints:
         # The saved builder state rebuilds the controller as trained (e.g. the
         # quantizer setup), with no calibration data.
@@ -155,6 +155,10 @@ def restore_run(run_dir: str | os.PathLike) -> RestoredRun:
             compression_state=checkpoints.read_compression_state()
             if checkpoints.latest_step() is not None
             else None,
+        )
+        # The optimizer state also covers trained compression parameters (RB).
+        opt_state = init_optimizer_state(
+            settings.make_optimizer(), variables["params"], ctrl, cstate
         )
         restored = checkpoints.restore(
             variables=variables, opt_state=opt_state, cstate=cstate, ctrl=ctrl

@@ -40,10 +40,10 @@ __all__ = ["DigitsTrainer", "EpochStats", "init_optimizer_state", "trained_compr
 
 State = dict[str, Any]
 
-# Algorithms whose compression parameters the digits job trains: RB sparsity
-# learns its masks and does nothing without it. Quantizer ranges are left out
-# so that the INT8 runs keep training the params only.
-_TRAINED_ALGORITHMS = ("rb_sparsity",)
+# Algorithms whose compression parameters the digits job trains: RB and
+# movement sparsity learn their masks and do nothing without it. Quantizer
+# ranges are left out so that the INT8 runs keep training the params only.
+_TRAINED_ALGORITHMS = ("rb_sparsity", "movement_sparsity")
 
 
 def trained_compression(ctrl: Any, cstate: Any) -> dict[str, Any]:
