@@ -30,23 +30,32 @@ The **RB sparsity** section (`bench_rb.py`, issue 5) times the RB train step
 (params and mask logits trained by one Adam, stochastic masks, RB loss)
 against the dense step (goal <= 1.1) and compares compile times.
 
+The **filter pruning** section (`bench_pruning.py`, issue 4) times the
+pruning train step against the dense one (goal <= 1.05) and the shrunk 40%
+model's inference against the dense model's (goal <= 0.7), on the digits
+ResNet-style CNN. The **model-size suite** (`bench_suite.py`, issue 8;
+``--no-suite`` skips it) times dense, sparsity, INT8 and sparsity + INT8
+steps on an MLP, the digits CNN and a ResNet-style CNN of 11M params, and
+the mask refresh at 25M and 100M params.
+
 Beside the goals, the **export** section (issue 6) exports the example
 digits CNN (``nncf_jax.examples.digits_data.CNN``, 151,306 params) twice with
 ``ctrl.export_model``: float (a config with no compression) and 50%
-magnitude-sparse (``ctrl.compression_rate = 0.5``). It reports the StableHLO
+magnitude-sparse (``ctrl.compression_rate = 0.5``) and INT8 (weights and
+activations). It reports the StableHLO
 artefact's bytes and, when OpenVINO is installed, the IR's bytes (``.xml`` +
 ``.bin``) and its CPU latency (``INFERENCE_PRECISION_HINT=f32``; medians of
 single ``infer`` calls after warm-up, float and sparse interleaved in blocks)
-at batch 1 and 128 (batch 1 only with ``--quick``). Without OpenVINO it
-prints a line saying so and skips that part. Int8 rows come with
-quantization.
+at batch 1 and 128 (batch 1 only with ``--quick``), and how many layers
+OpenVINO runs on int8 kernels. Without OpenVINO it prints a line saying so
+and skips that part.
 
 Numbers are medians of repeats. The exit status is 0 whatever the goals
 say; ``--json`` writes every number for tools and tests.
 
 Usage::
 
-    python scripts/bench.py [--quick] [--json OUT.json] [--steps-per-epoch N]
+    python scripts/bench.py [--quick] [--json OUT.json] [--steps-per-epoch N] [--no-suite]
 """
 
 from __future__ import annotations
@@ -67,8 +76,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from bench_export import bench_export, report_export, tree_bytes, tree_size
+from bench_pruning import bench_pruning, report_pruning
 from bench_quant import bench_quantization, report_quantization
 from bench_rb import bench_rb, report_rb
+from bench_suite import bench_suite, report_suite
 from rich.console import Console
 from rich.table import Table
 
@@ -550,7 +561,10 @@ def report(results: dict[str, Any], console: Console) -> None:
     console.print(absolute)
     report_quantization(results["quantization"], console)
     report_rb(results["rb_sparsity"], console)
+    report_pruning(results["filter_pruning"], console.print)
     report_export(results["export"], console)
+    if results.get("suite") is not None:
+        report_suite(results["suite"], console)
 
 
 def _json_ready(obj: Any) -> Any:
@@ -563,14 +577,16 @@ def _json_ready(obj: Any) -> Any:
     return obj
 
 
-def run(sizes: Sizes, steps_per_epoch: int) -> dict[str, Any]:
+def run(sizes: Sizes, steps_per_epoch: int, *, suite: bool = True) -> dict[str, Any]:
     """Runs every measurement; returns the four ratios and the details."""
     steps = bench_steps(sizes, steps_per_epoch)
     comp = bench_compile(steps["_model"], steps["_ctrl"], steps["_args"], sizes.compile_repeats)
     refresh = bench_refresh(sizes)
     quant = bench_quantization(sizes, steps["_model"], make_dense_step, make_sparse_step)
     rb = bench_rb(sizes, steps["_model"], make_dense_step)
+    pruning = bench_pruning(quick=sizes is QUICK)
     export = bench_export(sizes)
+    model_suite = bench_suite(quick=sizes is QUICK) if suite else None
     state_ratios = {
         "digits_cnn": steps["state_bytes"] / steps["param_bytes"],
         "big_tree": refresh["state_bytes"] / refresh["param_bytes"],
@@ -588,7 +604,9 @@ def run(sizes: Sizes, steps_per_epoch: int) -> dict[str, Any]:
         "refresh": refresh,
         "quantization": quant,
         "rb_sparsity": rb,
+        "filter_pruning": pruning,
         "export": export,
+        "suite": model_suite,
     }
 
 
@@ -602,6 +620,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=20,
         help="optimizer steps per epoch; masks refresh on the first step of each (default 20)",
     )
+    parser.add_argument(
+        "--no-suite",
+        action="store_true",
+        help="skip the model-size suite (MLP, digits CNN, ResNet-style CNN)",
+    )
     args = parser.parse_args(argv)
     if args.steps_per_epoch < 3:
         parser.error("--steps-per-epoch must be at least 3")
@@ -613,7 +636,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"jax {jax.__version__} on {jax.devices()[0].platform}, "
         f"{'quick' if args.quick else 'full'} run: {sizes}"
     )
-    results = run(sizes, args.steps_per_epoch)
+    results = run(sizes, args.steps_per_epoch, suite=not args.no_suite)
     results["quick"] = args.quick
     results["jax_version"] = jax.__version__
     results["platform"] = jax.devices()[0].platform

@@ -50,10 +50,10 @@ FULL = SuiteSizes(
 )
 QUICK = SuiteSizes(
     rounds=2,
-    steps_per_round=2,
+    steps_per_round=1,
     compile_repeats=1,
-    refresh_params=(1_000_000, 4_000_000),
-    resnet_batch=4,
+    refresh_params=(1_000_000, 2_000_000),
+    resnet_batch=2,
 )
 
 

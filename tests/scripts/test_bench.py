@@ -56,6 +56,17 @@ def test_quick_bench_writes_four_positive_finite_ratios(tmp_path):
     for metric in ("sparse step / dense step", "mask refresh", "compile", "state bytes"):
         assert metric in proc.stdout, metric
 
+    pruning = results["filter_pruning"]
+    for key in ("step_ratio", "inference_ratio"):
+        _assert_positive_finite(f"filter_pruning.{key}", pruning[key])
+    suite = results["suite"]
+    assert [m["model"] for m in suite["models"]] == ["MLP", "digits CNN", "ResNet-style CNN"]
+    for m in suite["models"]:
+        for key in ("sparsity_step_ratio", "int8_step_ratio", "sparsity_int8_step_ratio"):
+            _assert_positive_finite(f"suite.{m['model']}.{key}", m[key])
+        assert abs(m["sparsity_state_bytes_ratio"] - 0.25) < 0.01
+    assert [r["refresh_ratio"] > 0 for r in suite["refresh"]] == [True, True]
+
     quant = results["quantization"]
     for key in ("qat_step_ratio", "qat_compile_ratio", "float_step_s", "qat_step_s"):
         _assert_positive_finite(f"quantization.{key}", quant[key])
