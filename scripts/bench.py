@@ -79,7 +79,7 @@ from bench_export import bench_export, report_export, tree_bytes, tree_size
 from bench_pruning import bench_pruning, report_pruning
 from bench_quant import bench_quantization, report_quantization
 from bench_rb import bench_rb, report_rb
-from bench_suite import bench_suite, report_suite
+from bench_suite import DigitsCNN, bench_suite, report_suite
 from rich.console import Console
 from rich.table import Table
 
@@ -156,18 +156,6 @@ QUICK = Sizes(
     ov_calls_per_block=25,
     ov_warmup_calls=10,
 )
-
-
-class DigitsCNN(nn.Module):
-    """The digits CNN of NOTES.md: conv32-conv64-dense128-dense10 on 8x8x1 images."""
-
-    @nn.compact
-    def __call__(self, x):
-        x = nn.relu(nn.Conv(32, (3, 3))(x))
-        x = nn.relu(nn.Conv(64, (3, 3))(x))
-        x = x.reshape(x.shape[0], -1)
-        x = nn.relu(nn.Dense(128)(x))
-        return nn.Dense(10)(x)
 
 
 def sparsity_config(steps_per_epoch: int) -> dict[str, Any]:

@@ -68,7 +68,8 @@ class MLP(nn.Module):
 
 
 class DigitsCNN(nn.Module):
-    """conv32-conv64-dense128-dense10 on 8x8x1 (no pooling): 544,522 params."""
+    """The digits CNN of NOTES.md and of bench.py's goals: conv32-conv64-dense128-dense10
+    on 8x8x1 (no pooling), 544,522 params."""
 
     @nn.compact
     def __call__(self, x):
