@@ -1,0 +1,18 @@
+"""The NNX digits example trains a compressed NNX model and writes it back."""
+
+from __future__ import annotations
+
+import pathlib
+
+from nncf_jax.examples import digits_nnx
+
+CONFIGS = pathlib.Path(__file__).resolve().parents[2] / "configs"
+
+
+def test_one_epoch_of_sparsity_and_int8_on_the_nnx_cnn():
+    result = digits_nnx.run(str(CONFIGS / "digits_sparsity_int8.json"), epochs=1)
+    assert result.test_accuracy > 0.5
+    # The NNX module with the stripped weights (no activation quantizers)
+    # predicts almost as the compressed forward.
+    assert abs(result.nnx_test_accuracy - result.test_accuracy) < 0.05
+    assert "Magnitude sparsity" in result.statistics and "Quantization" in result.statistics
