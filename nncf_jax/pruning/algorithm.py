@@ -3,7 +3,10 @@
 One bool mask per prunable group, shape ``(N,)``. The masks multiply (by
 ``where``) every member of the group: the output filters of its producer
 kernels, their biases, batch-norm scale/bias (``prune_batch_norms``) and the
-input channels of the kernels that read it. Masks are recomputed at each
+input channels of the kernels that read it. A kernel reading a
+concatenation along channels gets, on its input-channel axis, the
+concatenation of its segments' group masks (all-true for segments of
+unprunable groups). Masks are recomputed at each
 ``epoch_step`` until the schedule freezes, inside the jitted step under
 ``lax.cond``; pruned weights get zero updates.
 
@@ -168,15 +171,43 @@ def _name(path: str) -> str:
     return path[len(_PREFIX) :]
 
 
-def _apply_group_masks(params: Any, masks: dict, members: dict[str, list[tuple[int, int]]]):
-    """``where(mask, w, 0)`` along each member axis; members: name -> [(group, axis)]."""
+def segment_mask(full: int, segments: list[tuple[int, int, jax.Array]]) -> jax.Array:
+    """bool ``(full,)``: the segments' masks ``(offset, size, mask)`` concatenated
+    in offset order, all-true where no segment lies."""
+    pieces, pos = [], 0
+    for offset, size, m in sorted(segments, key=lambda t: t[0]):
+        if offset > pos:
+            pieces.append(jnp.ones((offset - pos,), jnp.bool_))
+        pieces.append(m)
+        pos = offset + size
+    if pos < full:
+        pieces.append(jnp.ones((full - pos,), jnp.bool_))
+    return jnp.concatenate(pieces)
+
+
+def _apply_group_masks(params: Any, masks: dict, members: dict[str, list[tuple]]):
+    """``where(mask, w, 0)`` along each member axis.
+
+    members: ``name -> [(group, axis, offset, length)]``; ``length`` None: the
+    group covers the whole axis, else one segment of a concatenation (the
+    axis's segments' masks are concatenated).
+    """
     flat = dict(flatten_params(params))
     for name, entries in members.items():
         if name not in flat:
             continue
         w = flat[name]
-        for group, axis in entries:
+        axis_masks: list[tuple[int, jax.Array]] = []
+        segments: dict[int, list[tuple[int, int, jax.Array]]] = {}
+        for group, axis, offset, length in entries:
             m = masks[f"group_{group}"]
+            if length is None:
+                axis_masks.append((axis, m))
+            else:
+                segments.setdefault(axis, []).append((offset, length, m))
+        for axis, segs in segments.items():
+            axis_masks.append((axis, segment_mask(w.shape[axis], segs)))
+        for axis, m in axis_masks:
             shape = [1] * w.ndim
             shape[axis] = m.shape[0]
             w = jnp.where(m.reshape(shape), w, jnp.zeros((), w.dtype))
@@ -247,7 +278,7 @@ class FilterPruning(CompressionAlgorithm):
             for p in graph.shapes
             if p.startswith("batch_stats/")
         }
-        members: dict[str, list[tuple[int, int]]] = {}
+        members: dict[str, list[tuple[int, int, int, int | None]]] = {}
         for g in self.groups:
             for m in g.members():
                 if not m.path.startswith(_PREFIX):
@@ -259,7 +290,7 @@ class FilterPruning(CompressionAlgorithm):
                     and name.rsplit("/", 1)[0] in bn_modules
                 ):
                     continue
-                members.setdefault(name, []).append((g.index, m.axis))
+                members.setdefault(name, []).append((g.index, m.axis, m.offset, m.length))
         self._members = members
         self.full_flops = graph.flops()
         levels = np.arange(1000) / 1000.0

@@ -16,10 +16,19 @@ channels is tagged with a *channel space*; the walk follows NNCF's rules
   keep the last axis pass through;
 - a depthwise convolution (``feature_group_count`` equal to its input
   channels) joins its producer's space;
-- anything else touching a space (a concatenation or reshape that mixes the
-  channel axis, reductions over channels, grouped convolutions, unknown
-  primitives) and the model's output make the space *unprunable*, with the
-  reason recorded.
+- a concatenation along the channel axis gives a *segmented* value: a list
+  of ``(space, offset, size)``, its operands' spaces side by side (concat
+  offsets). Elementwise ops between values of identical segmentation
+  (offsets and sizes; their spaces merge pairwise), and pooling, padding,
+  reductions over other axes, transposes and slices that keep the last axis,
+  pass it through; a kernel reading it records one consumer member per
+  segment, with the segment's offset on its input-channel axis;
+- anything else touching a space (a reshape that mixes the channel axis,
+  reductions over channels, grouped convolutions, unknown primitives; a
+  segmented value reaching a reshape, a depthwise convolution, a
+  per-channel parameter, an elementwise op with a differently segmented
+  value, or a concatenation along another axis) and the model's output make
+  the space (every segment's space) *unprunable*, with the reason recorded.
 
 The same walker, given kept-channel indices per group, *evaluates* the
 jaxpr with physically smaller parameters (`evaluate_jaxpr`): shapes baked
@@ -50,6 +59,7 @@ __all__ = [
     "PruningGraph",
     "build_pruning_graph",
     "evaluate_jaxpr",
+    "segment_keep",
     "trace_model",
 ]
 
@@ -80,6 +90,27 @@ class Member:
 
     path: str
     axis: int
+    offset: int = 0
+    length: int | None = None
+
+    @property
+    def segmented(self) -> bool:
+        """Covers ``[offset, offset + length)`` of its axis only (a consumer
+        reading a concatenation), not the whole axis."""
+        return self.length is not None
+
+
+def segment_keep(full: int, segments: Sequence[tuple[int, int, Any]]) -> np.ndarray:
+    """bool ``(full,)``: which channels of an axis made of segments stay.
+
+    ``segments``: ``(offset, size, kept indices within the segment)``;
+    channels outside every segment stay.
+    """
+    keep = np.ones(full, bool)
+    for offset, size, idx in segments:
+        keep[offset : offset + size] = False
+        keep[offset + np.asarray(idx, np.int64)] = True
+    return keep
 
 
 @dataclass(frozen=True)
@@ -118,10 +149,14 @@ class OpCount:
 
     Attributes:
       kernel: its kernel's variables path.
-      in_group: group index of its input channels, or None (model input, unprunable value).
+      in_group: group index of its input channels, or None (model input,
+        unprunable value, a concatenation).
       out_group: group index of its output channels, or None.
       flops: full FLOPs, ``2 * MACs``.
       depthwise: a depthwise convolution (its cost scales with one channel count only).
+      in_segments: for an input made by a concatenation along channels,
+        ``(group index or None, channels)`` per segment; its cost scales with
+        the kept channels summed over the segments.
     """
 
     kernel: str
@@ -129,6 +164,7 @@ class OpCount:
     out_group: int | None
     flops: int
     depthwise: bool
+    in_segments: tuple[tuple[int | None, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -165,16 +201,27 @@ class PruningGraph:
                 frac *= kept.get(op.in_group, self.groups[op.in_group].size) / max(
                     self.groups[op.in_group].size, 1
                 )
+            if op.in_segments and not op.depthwise:
+                full = sum(n for _, n in op.in_segments)
+                now = sum(n if g is None else kept.get(g, n) for g, n in op.in_segments)
+                frac *= now / max(full, 1)
             total += op.flops * frac
         return round(total)
 
     def shrunk_shapes(self, kept: Mapping[int, int] | None = None) -> dict[str, tuple[int, ...]]:
         """Each variable's shape once ``kept[g]`` channels of each group remain."""
         shapes = {p: list(s) for p, s in self.shapes.items()}
+        removed: dict[tuple[str, int], int] = {}
         for g in self.groups:
             if g.index in (kept or {}):
                 for m in g.members():
-                    shapes[m.path][m.axis] = kept[g.index]
+                    if m.segmented:
+                        key = (m.path, m.axis)
+                        removed[key] = removed.get(key, 0) + m.length - kept[g.index]
+                    else:
+                        shapes[m.path][m.axis] = kept[g.index]
+        for (path, axis), n in removed.items():
+            shapes[path][axis] -= n
         return {p: tuple(s) for p, s in shapes.items()}
 
     def num_params(self, kept: Mapping[int, int] | None = None, collection: str = "params") -> int:
@@ -200,12 +247,15 @@ class _V:
 
     ``space``: channel space of its last axis (activations); ``origins``:
     variables it is derived from by shape-only or elementwise ops, when it
-    is not an activation; ``value``: the array (evaluation walks only).
+    is not an activation; ``value``: the array (evaluation walks only);
+    ``segs``: ``((space, offset, size), ...)`` of a value concatenated along
+    its last axis (``space`` is then None).
     """
 
     space: int | None = None
     origins: frozenset = frozenset()
     value: Any = None
+    segs: tuple[tuple[int, int, int], ...] = ()
 
 
 def _last(aval) -> int | None:
@@ -220,7 +270,7 @@ class _Walker:
         self.space_group = space_group or {}
         self.parent: list[int] = []
         self.spaces: list[_Space] = []
-        self.ops: list[tuple[str, int | None, int | None, int, bool]] = []
+        self.ops: list[tuple[str, int | None, int | None, int, bool, tuple]] = []
         self.input_spaces: set[int] = set()
         self.first_conv: set[int] = set()
         self.downsample: set[int] = set()
@@ -250,12 +300,35 @@ class _Walker:
         if s is not None:
             self.spaces[self.find(s)].reasons.append(reason)
 
+    def block_value(self, v: _V, reason: str) -> None:
+        """Blocks a value's space, or every segment's space of a concatenation."""
+        self.block(v.space, reason)
+        for s, _, _ in v.segs:
+            self.block(s, reason)
+
     # --- evaluation helpers -------------------------------------------------
 
     def kept_of(self, s: int | None):
         if not self.evaluate or s is None:
             return None
         return self.kept.get(self.space_group.get(s))
+
+    def segs_kept(self, segs):
+        """Kept channel indices of a concatenated value (segments' kept
+        indices shifted by their offsets), or None when nothing is pruned."""
+        if not self.evaluate:
+            return None
+        kept = [self.kept_of(s) for s, _, _ in segs]
+        if all(k is None for k in kept):
+            return None
+        return jnp.concatenate(
+            [
+                jnp.arange(o, o + n, dtype=jnp.int32)
+                if k is None
+                else jnp.asarray(k, jnp.int32) + jnp.int32(o)
+                for (_, o, n), k in zip(segs, kept, strict=True)
+            ]
+        )
 
     # --- the walk -------------------------------------------------------------
 
@@ -286,7 +359,7 @@ class _Walker:
 
     def opaque(self, eqn, ins: Sequence[_V], reason: str) -> list[_V]:
         for i in ins:
-            self.block(i.space, reason)
+            self.block_value(i, reason)
         return [_V(value=v) for v in self.bind(eqn, [i.value for i in ins])]
 
     def eqn(self, eqn, ins: list[_V]) -> list[_V]:
@@ -302,7 +375,10 @@ class _Walker:
                 if hasattr(sub, "consts"):
                     return self.run(sub.jaxpr, [_V(value=c) for c in sub.consts], ins)
                 return self.run(sub, [], ins)
+        segmented = any(i.segs for i in ins)
         if name in _ELEMENTWISE:
+            if segmented:
+                return self.segmented_elementwise(eqn, ins, avals)
             return self.elementwise(eqn, ins, avals, out_avals)
         if name == "broadcast_in_dim":
             return self.broadcast(eqn, ins[0], avals[0], out_avals[0])
@@ -317,10 +393,12 @@ class _Walker:
         if name == "concatenate":
             nd = len(out_avals[0].shape)
             if eqn.params["dimension"] != nd - 1:
+                if segmented:
+                    return self.opaque(
+                        eqn, ins, "a concatenation along channels, concatenated along another axis"
+                    )
                 return self.passthrough(eqn, ins)
-            return self.opaque(
-                eqn, ins, "concatenated along the channel axis (not supported: left unpruned)"
-            )
+            return self.concat(eqn, ins, avals)
         if name == "conv_general_dilated":
             return self.conv(eqn, ins, avals, out_avals)
         if name == "dot_general":
@@ -328,6 +406,14 @@ class _Walker:
         return self.opaque(eqn, ins, f"reaches {name!r}, which the pruning walk does not handle")
 
     def passthrough(self, eqn, ins: list[_V]) -> list[_V]:
+        if any(i.segs for i in ins):
+            carriers = [i for i in ins if i.segs or i.space is not None]
+            if len(carriers) == 1:  # pooling a concatenation over space
+                segs = carriers[0].segs
+                return [_V(value=v, segs=segs) for v in self.bind(eqn, [i.value for i in ins])]
+            return self.opaque(
+                eqn, ins, f"a concatenation along channels reaches {eqn.primitive.name}"
+            )
         spaces = [i.space for i in ins if i.space is not None]
         s = spaces[0] if spaces else None
         for other in spaces[1:]:
@@ -364,9 +450,66 @@ class _Walker:
             ]
         return [_V(s, frozenset(), v) for v in self.bind(eqn, values)]
 
+    def concat(self, eqn, ins, avals) -> list[_V]:
+        """Concatenation along channels: the operands' spaces side by side."""
+        if not any(i.segs or i.space is not None for i in ins):
+            return [_V(value=v) for v in self.bind(eqn, [i.value for i in ins])]
+        segs, offset = [], 0
+        for i, aval in zip(ins, avals, strict=True):
+            n = aval.shape[-1]
+            if i.segs:
+                segs.extend((s, offset + o, m) for s, o, m in i.segs)
+            elif i.space is not None:
+                segs.append((i.space, offset, n))
+            else:
+                return self.opaque(
+                    eqn, ins, "concatenated along the channel axis with a non-activation operand"
+                )
+            offset += n
+        # Shapes follow: the operands are already at their kept widths.
+        outs = self.bind(eqn, [i.value for i in ins])
+        return [_V(value=outs[0], segs=tuple(segs))]
+
+    def segmented_elementwise(self, eqn, ins, avals) -> list[_V]:
+        """An elementwise op on concatenations of identical segmentation."""
+        segs = next(i.segs for i in ins if i.segs)
+        layout = [(o, n) for _, o, n in segs]
+        for i, aval in zip(ins, avals, strict=True):
+            if i.segs:
+                if [(o, n) for _, o, n in i.segs] != layout:
+                    return self.opaque(
+                        eqn, ins, "elementwise op between differently segmented concatenations"
+                    )
+            elif i.space is not None:
+                return self.opaque(
+                    eqn, ins, "elementwise op between a concatenation and a channel space"
+                )
+            elif i.origins and _last(aval) not in (None, 1):
+                return self.opaque(
+                    eqn, ins, f"{sorted(i.origins)} broadcast against concatenated channels"
+                )
+        out = list(segs)
+        for i in ins:
+            if i.segs and i.segs is not segs:
+                out = [
+                    (self.union(a, b), o, n)
+                    for (a, o, n), (b, _, _) in zip(out, i.segs, strict=True)
+                ]
+        values = [i.value for i in ins]
+        kept = self.segs_kept(out)
+        if kept is not None:
+            total = sum(n for _, _, n in out)
+            values = [
+                jnp.take(v, kept, axis=-1)
+                if not i.segs and np.ndim(v) >= 1 and np.shape(v)[-1] == total
+                else v
+                for i, v in zip(ins, values, strict=True)
+            ]
+        return [_V(value=v, segs=tuple(out)) for v in self.bind(eqn, values)]
+
     def broadcast(self, eqn, x: _V, aval, out_aval) -> list[_V]:
         shape, dims = tuple(out_aval.shape), tuple(eqn.params["broadcast_dimensions"])
-        if x.space is not None and not (
+        if (x.space is not None or x.segs) and not (
             dims and dims[-1] == len(shape) - 1 and aval.shape[-1] == shape[-1]
         ):
             return self.opaque(eqn, [x], "broadcast moves the channel axis")
@@ -376,7 +519,7 @@ class _Walker:
                 if aval.shape[i] == shape[d]:
                     new_shape[d] = np.shape(x.value)[i]
         outs = self.bind(eqn, [x.value], shape=tuple(new_shape))
-        return [_V(x.space, x.origins, outs[0])]
+        return [_V(x.space, x.origins, outs[0], x.segs)]
 
     def shape_op(self, eqn, name, ins, avals, out_avals) -> list[_V]:
         x, aval, out_aval = ins[0], avals[0], out_avals[0]
@@ -407,15 +550,28 @@ class _Walker:
                 overrides["limit_indices"] = tuple(limits)
         else:  # reductions
             keeps = keeps and nd - 1 not in eqn.params["axes"]
+        if x.segs and (not keeps or name == "reshape"):
+            return self.opaque(eqn, ins, f"a concatenation along channels reaches {name}")
         if not keeps:
             if x.space is None:
                 return [_V(value=v) for v in self.bind(eqn, [i.value for i in ins])]
             return self.opaque(eqn, ins, f"{name} mixes the channel axis")
         outs = self.bind(eqn, [i.value for i in ins], **overrides)
-        extra = [i.space for i in ins[1:] if i.space is not None]
-        for s in extra:  # e.g. the padding value of pad: a scalar, never a space
-            self.block(s, f"used as an operand of {name}")
-        return [_V(x.space, x.origins if x.space is None else frozenset(), v) for v in outs]
+        for i in ins[1:]:  # e.g. the padding value of pad: a scalar, never a space
+            self.block_value(i, f"used as an operand of {name}")
+        origins = x.origins if x.space is None and not x.segs else frozenset()
+        return [_V(x.space, origins, v, x.segs) for v in outs]
+
+    def consume(self, kernel: str, axis: int, lhs: _V, out: int) -> None:
+        """Records ``kernel``'s input-channel axis as a consumer of ``lhs``:
+        one member per segment (with its offset) for a concatenation."""
+        if lhs.space is not None:
+            self.spaces[self.find(lhs.space)].consumers.append(Member(kernel, axis))
+        for s, o, n in lhs.segs:
+            self.spaces[self.find(s)].consumers.append(Member(kernel, axis, o, n))
+        ins = [lhs.space] if lhs.space is not None else [s for s, _, _ in lhs.segs]
+        if any(s in self.input_spaces for s in ins):
+            self.first_conv.add(out)
 
     def kernel_of(self, info: _V) -> str | None:
         return next(iter(info.origins)) if info.space is None and len(info.origins) == 1 else None
@@ -441,20 +597,19 @@ class _Walker:
         flops = 2 * _size(out_avals[0].shape) * int(np.prod(spatial)) * (cin // groups)
         strided = any(s > 1 for s in eqn.params["window_strides"])
         overrides = {}
+        if lhs.segs and groups != 1:
+            return self.opaque(eqn, ins, "grouped convolution of a concatenation along channels")
         if groups == 1:
             out = self.new_space(cout)
             self.spaces[out].producers.append(Member(kernel, o_axis))
-            if lhs.space is not None:
-                self.spaces[self.find(lhs.space)].consumers.append(Member(kernel, i_axis))
-            if lhs.space in self.input_spaces:
-                self.first_conv.add(out)
+            self.consume(kernel, i_axis, lhs, out)
             if strided:
                 self.downsample.add(out)
-            self.ops.append((kernel, lhs.space, out, flops, False))
+            self.ops.append((kernel, lhs.space, out, flops, False, _seg_sizes(lhs)))
         elif groups == cin == cout and lhs.space is not None:
             out = lhs.space
             self.spaces[self.find(out)].producers.append(Member(kernel, o_axis))
-            self.ops.append((kernel, None, out, flops, True))
+            self.ops.append((kernel, None, out, flops, True, ()))
             if self.evaluate:
                 overrides["feature_group_count"] = np.shape(lhs.value)[-1]
         else:
@@ -480,14 +635,15 @@ class _Walker:
         o_axis = 1 - rc[0]
         out = self.new_space(avals[1].shape[o_axis])
         self.spaces[out].producers.append(Member(kernel, o_axis))
-        if lhs.space is not None:
-            self.spaces[self.find(lhs.space)].consumers.append(Member(kernel, rc[0]))
-        if lhs.space in self.input_spaces:
-            self.first_conv.add(out)
+        self.consume(kernel, rc[0], lhs, out)
         flops = 2 * _size(out_avals[0].shape) * cin
-        self.ops.append((kernel, lhs.space, out, flops, False))
+        self.ops.append((kernel, lhs.space, out, flops, False, _seg_sizes(lhs)))
         outs = self.bind(eqn, [lhs.value, rhs.value])
         return [_V(out, frozenset(), outs[0])]
+
+
+def _seg_sizes(v: _V) -> tuple[tuple[int, int], ...]:
+    return tuple((s, n) for s, _, n in v.segs)
 
 
 def trace_model(apply_fn: Callable[..., Any], variables: Any, x: Any):
@@ -542,15 +698,17 @@ def build_pruning_graph(
     walker = _Walker(evaluate=False, kept=None)
     outs = _walk(walker, closed, paths, [None] * len(paths), None)
     for o in outs:
-        walker.block(o.space, "model output")
-    # A kernel used twice (shared weights) ties the spaces it appears in.
+        walker.block_value(o, "model output")
+    # A kernel used twice (shared weights) ties the spaces it appears in
+    # (a consumer of a concatenation: segment by segment).
     for role in ("producers", "consumers"):
-        owner: dict[str, int] = {}
+        owner: dict[tuple[str, int], int] = {}
         for s in range(len(walker.spaces)):
             for m in getattr(walker.spaces[s], role):
-                if m.path in owner:
-                    walker.union(owner[m.path], s)
-                owner[m.path] = s
+                key = (m.path, m.offset)
+                if key in owner:
+                    walker.union(owner[key], s)
+                owner[key] = s
     for s in walker.first_conv:
         if not prune_first_conv:
             walker.block(s, "first convolution (prune_first_conv is false)")
@@ -591,8 +749,15 @@ def build_pruning_graph(
         for s in members:
             space_group[s] = index
     ops = tuple(
-        OpCount(kernel, space_group.get(i) if i is not None else None, space_group.get(o), f, dw)
-        for kernel, i, o, f, dw in walker.ops
+        OpCount(
+            kernel,
+            space_group.get(i) if i is not None else None,
+            space_group.get(o),
+            f,
+            dw,
+            tuple((space_group.get(s), n) for s, n in segs),
+        )
+        for kernel, i, o, f, dw, segs in walker.ops
     )
     return PruningGraph(tuple(groups), ops, space_group, shapes)
 

@@ -3,7 +3,9 @@
 `shrink` slices every member of every prunable group (producer kernels'
 output filters, biases, batch-norm parameters and statistics, consumer
 kernels' input channels) down to the kept channels, and returns a forward
-function for the sliced variables.
+function for the sliced variables. A kernel reading a concatenation along
+channels keeps, on its input-channel axis, each segment's kept channels
+shifted by the segment's offset (concatenated in order).
 
 How the forward runs (a choice, recorded here): an unmodified linen module
 cannot be rebuilt with fewer features without knowing its code, so the
@@ -27,7 +29,7 @@ import numpy as np
 from nncf_jax.core.paths import flatten_params
 from nncf_jax.errors import UsageError
 from nncf_jax.pruning.algorithm import FilterPruning
-from nncf_jax.pruning.graph import evaluate_jaxpr
+from nncf_jax.pruning.graph import evaluate_jaxpr, segment_keep
 
 __all__ = ["kept_indices", "shrink", "slice_variables"]
 
@@ -54,10 +56,20 @@ def kept_indices(algorithm: FilterPruning, pruning_state: Any) -> dict[int, np.n
 def slice_variables(algorithm: FilterPruning, variables: Any, kept: dict[int, np.ndarray]) -> Any:
     """``variables`` with every group member cut to the kept channels along its axis."""
     flat = dict(flatten_params(variables))
+    segments: dict[tuple[str, int], list[tuple[int, int, np.ndarray]]] = {}
     for g in algorithm.groups:
         for m in g.members():
-            if m.path in flat:
+            if m.path not in flat:
+                continue
+            if m.segmented:
+                segments.setdefault((m.path, m.axis), []).append(
+                    (m.offset, m.length, kept[g.index])
+                )
+            else:
                 flat[m.path] = jnp.take(flat[m.path], kept[g.index], axis=m.axis)
+    for (path, axis), segs in segments.items():
+        keep = segment_keep(np.shape(flat[path])[axis], segs)
+        flat[path] = jnp.take(flat[path], np.flatnonzero(keep).astype(np.int32), axis=axis)
     leaves = list(flat.values())
     return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(variables), leaves)
 
