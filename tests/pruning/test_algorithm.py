@@ -102,8 +102,31 @@ def test_baseline_masks_every_member(resnet):
     assert ctrl.get_compression_state()["builder_state"]["filter_pruning"]["groups"] == [
         ["stage1/conv0/kernel"],
         ["stage2/conv0/kernel"],
+        ["pw/kernel"],
+        ["side/kernel"],
         ["mix/kernel"],
     ]
+
+
+def test_concatenation_consumer_mask_is_the_segments_masks_concatenated(resnet):
+    model, variables, _ = resnet
+    ctrl, _ = nj.create_compressed_model(
+        model, variables, config(schedule="baseline", pruning_target=0.5)
+    )
+    ctrl.scheduler.epoch_step()
+    algo = ctrl.algorithms[0]
+    index = {g.producers[0].path: g.index for g in algo.groups}
+    masks = ctrl.state.algorithms["filter_pruning"].masks
+    pw = np.asarray(masks[f"group_{index['params/pw/kernel']}"])
+    side = np.asarray(masks[f"group_{index['params/side/kernel']}"])
+    assert pw.sum() == 16 and side.sum() == 8  # 24 -> 16; 8 channels stay 8 at 0.5
+    stripped = ctrl.strip(variables)["params"]
+    mix = np.asarray(stripped["mix"]["kernel"])  # (1, 1, 32, 16)
+    kept_in = np.any(mix != 0, axis=(0, 1, 3))
+    np.testing.assert_array_equal(kept_in, np.concatenate([pw, side]))
+    # pw's pruned filters are zero in pw and in mix's first 24 input channels
+    assert np.all(np.asarray(stripped["pw"]["kernel"])[..., ~pw] == 0)
+    assert np.all(mix[:, :, :24][:, :, ~pw] == 0)
 
 
 def test_prune_batch_norms_false_leaves_bn_alone(resnet):
@@ -140,7 +163,7 @@ def test_jitted_train_step_refreshes_masks_without_host_sync(resnet, train_step_
     assert step._cache_size() == 1
     np.testing.assert_allclose(levels[1::2], [1 - 0.5**0.5, 0.5, 0.5, 0.5], atol=1e-6)
     masks = cstate.algorithms["filter_pruning"].masks
-    assert sorted(int(m.sum()) for m in masks.values()) == [8, 8, 16]
+    assert sorted(int(m.sum()) for m in masks.values()) == [8, 8, 8, 16, 16]
     # frozen from epoch 3: two more steps leave the pruned weights where they are
     before = variables["params"]
     variables, opt_state, cstate = step(variables, opt_state, cstate, xs, ys)
@@ -207,6 +230,10 @@ def test_shrunk_model_equals_masked_model(resnet, all_weights):
     np.testing.assert_allclose(jax.jit(forward)(small, x), expected, atol=1e-5)
     np.testing.assert_allclose(forward(small, x), expected, atol=1e-5)
     assert small["params"]["dw"]["kernel"].shape[-1] < 32
+    # the concatenated groups are pruned too; mix's input channels follow both
+    pw, side = small["params"]["pw"]["kernel"].shape[-1], small["params"]["side"]["kernel"].shape[-1]
+    assert pw < 24
+    assert small["params"]["mix"]["kernel"].shape[2] == pw + side
     stats = ctrl.statistics().filter_pruning
     shrunk_graph = build_pruning_graph(forward, small, x)
     assert shrunk_graph.flops() == build_pruning_graph(model.apply, variables, x).flops(
