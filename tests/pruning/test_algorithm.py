@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -231,7 +232,10 @@ def test_shrunk_model_equals_masked_model(resnet, all_weights):
     np.testing.assert_allclose(forward(small, x), expected, atol=1e-5)
     assert small["params"]["dw"]["kernel"].shape[-1] < 32
     # the concatenated groups are pruned too; mix's input channels follow both
-    pw, side = small["params"]["pw"]["kernel"].shape[-1], small["params"]["side"]["kernel"].shape[-1]
+    pw, side = (
+        small["params"]["pw"]["kernel"].shape[-1],
+        small["params"]["side"]["kernel"].shape[-1],
+    )
     assert pw < 24
     assert small["params"]["mix"]["kernel"].shape[2] == pw + side
     stats = ctrl.statistics().filter_pruning
@@ -244,3 +248,39 @@ def test_shrunk_model_equals_masked_model(resnet, all_weights):
     )
     assert shrunk_graph.flops() * 2 // 3 == stats.current_flops  # batch 3 vs the traced batch 2
     assert shrunk_graph.num_params() == stats.current_params
+
+
+class _TwoConcats(nn.Module):
+    """Both segments prunable (16 + 16), two identically segmented concats added."""
+
+    @nn.compact
+    def __call__(self, x):
+        x = nn.relu(nn.Conv(8, (3, 3), name="stem")(x))
+        a = nn.relu(nn.Conv(16, (3, 3), name="a")(x))
+        b = nn.relu(nn.Conv(16, (3, 3), name="b")(x))
+        c = jnp.concatenate([a, b], axis=-1) + jnp.concatenate([b, a], axis=-1)
+        c = nn.max_pool(nn.relu(c), (2, 2), strides=(2, 2))
+        y = nn.relu(nn.Conv(8, (1, 1), name="mix")(c))
+        return nn.Dense(10, name="head")(jnp.mean(y, axis=(1, 2)))
+
+
+def test_shrunk_concatenation_with_both_segments_pruned():
+    model = _TwoConcats()
+    x = jax.random.normal(jax.random.key(3), (2, 8, 8, 1))
+    variables = model.init(jax.random.key(0), x)
+    ctrl, _ = nj.create_compressed_model(
+        model, variables, config(schedule="baseline", pruning_target=0.5)
+    )
+    ctrl.scheduler.epoch_step()
+    (ab,) = [g for g in ctrl.algorithms[0].groups if len(g.producers) == 2]
+    assert sorted((m.path, m.offset) for m in ab.consumers) == [
+        ("params/mix/kernel", 0),
+        ("params/mix/kernel", 16),
+    ]
+    small, forward = shrink(ctrl, variables, ctrl.state)
+    assert small["params"]["mix"]["kernel"].shape[2] == 16  # 8 kept in each segment
+    expected = model.apply(ctrl.strip(variables), x)
+    np.testing.assert_allclose(jax.jit(forward)(small, x), expected, atol=1e-5)
+    stats = ctrl.statistics().filter_pruning
+    assert build_pruning_graph(forward, small, x).flops() == stats.current_flops
+    assert build_pruning_graph(forward, small, x).num_params() == stats.current_params
