@@ -33,6 +33,7 @@ jax.distributed.initialize(
 import flax.linen as nn  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
+from design_step import design_train_step  # noqa: E402
 from jax.experimental import multihost_utils  # noqa: E402
 from jax.sharding import Mesh, NamedSharding  # noqa: E402
 from jax.sharding import PartitionSpec as P  # noqa: E402
@@ -84,18 +85,7 @@ def main() -> None:
     tx = optax.sgd(0.1)
     opt_state = tx.init(variables["params"])
 
-    @jax.jit
-    def step(variables, opt_state, cstate, x, y):
-        def loss_fn(params):
-            logits = ctrl.apply({**variables, "params": params}, cstate, x)
-            task = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-            return task + ctrl.loss(params, cstate)
-
-        params = variables["params"]
-        grads = jax.grad(loss_fn)(params)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        updates, cstate = ctrl.transform.update(updates, cstate, params)
-        return {**variables, "params": optax.apply_updates(params, updates)}, opt_state, cstate
+    step = jax.jit(design_train_step(ctrl, tx))
 
     for _ in range(4):
         variables, opt_state, cstate = step(variables, opt_state, cstate, x, y)

@@ -22,6 +22,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 import optax
+from design_step import design_train_step
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -84,19 +85,7 @@ def param_sharding_of(variables, path: str):
 
 
 def make_step(ctrl, tx):
-    def step(variables, opt_state, cstate, x, y):
-        def loss_fn(params):
-            logits = ctrl.apply({**variables, "params": params}, cstate, x)
-            task = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-            return task + ctrl.loss(params, cstate)
-
-        params = variables["params"]
-        grads = jax.grad(loss_fn)(params)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        updates, cstate = ctrl.transform.update(updates, cstate, params)
-        return {**variables, "params": optax.apply_updates(params, updates)}, opt_state, cstate
-
-    return jax.jit(step)
+    return jax.jit(design_train_step(ctrl, tx))
 
 
 def train(variables, x, y, data_sharding=None):
