@@ -32,7 +32,7 @@ from flax import struct
 from jax.sharding import NamedSharding, PartitionSpec
 
 from nncf_jax.core.algorithm import CompressionAlgorithm
-from nncf_jax.core.paths import flatten_params, param_path
+from nncf_jax.core.paths import flatten_params, param_path, unflatten_params
 from nncf_jax.core.stage import CompressionStage
 from nncf_jax.errors import StateMismatchError
 from nncf_jax.quantization.fake_quant import asymmetric_quantize, symmetric_quantize
@@ -86,18 +86,6 @@ def fake_quantize(spec: QuantizerSpec, qparams: Mapping[str, jax.Array], x: jax.
     return asymmetric_quantize(
         x, qparams["input_low"], qparams["input_range"], bits=spec.effective_bits, axis=axis
     )
-
-
-def _nest(flat: Mapping[str, Any]) -> dict[str, Any]:
-    """``{"A/B": leaf}`` -> ``{"A": {"B": leaf}}``."""
-    out: dict[str, Any] = {}
-    for name, leaf in flat.items():
-        node = out
-        *parents, last = name.split("/")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[last] = leaf
-    return out
 
 
 def _lookup(nested: Mapping[str, Any], name: str) -> Any:
@@ -204,7 +192,7 @@ class Quantization(CompressionAlgorithm):
             return array if sharding is None else jax.device_put(array, sharding)
 
         def group(specs):
-            return _nest(
+            return unflatten_params(
                 {
                     name: {k: place(name, v) for k, v in self._initial[name].items()}
                     for name in specs
