@@ -245,6 +245,7 @@ class KnowledgeDistillation(CompressionAlgorithm):
     """
 
     name = "knowledge_distillation"
+    epoch_scheduled = False
     # Entered last, its interceptor is the outermost: it sees the inputs the
     # user passed (before another algorithm's quantizer on a root-level op)
     # and the output the user gets.

@@ -40,6 +40,9 @@ class CompressionAlgorithm(abc.ABC):
     # (sparsity, pruning: 0) before weight fake-quantization (10), whatever
     # the order of the config's sections.
     application_order: int = 0
+    # Whether the algorithm's state follows epochs (schedules, warm-ups):
+    # ``ctrl.transform`` then needs ``steps_per_epoch``.
+    epoch_scheduled: bool = True
 
     # --- build time -------------------------------------------------------
 

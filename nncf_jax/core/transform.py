@@ -14,6 +14,9 @@ if TYPE_CHECKING:
 __all__ = ["compression_transform"]
 
 
+_NO_EPOCHS = 2**30  # steps per epoch when no algorithm schedules by epochs
+
+
 def compression_transform(ctrl: CompressionController) -> optax.GradientTransformationExtraArgs:
     """``ctrl.transform``: one scheduler tick per optimizer step, inside jit.
 
@@ -33,9 +36,14 @@ def compression_transform(ctrl: CompressionController) -> optax.GradientTransfor
 
     Raises:
       ConfigError: no ``steps_per_epoch`` is known (set it in the config's
-        ``params`` or pass it to `create_compressed_model`).
+        ``params`` or pass it to `create_compressed_model`) and an algorithm
+        schedules by epochs.
     """
     steps_per_epoch = ctrl.steps_per_epoch
+    if steps_per_epoch is None and not any(a.epoch_scheduled for a in ctrl.algorithms):
+        # Nothing follows epochs (quantization, distillation): the step counter
+        # still advances, the epoch stays 0.
+        steps_per_epoch = _NO_EPOCHS
     if steps_per_epoch is None:
         raise ConfigError(
             "params.steps_per_epoch",

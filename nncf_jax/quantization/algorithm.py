@@ -135,6 +135,7 @@ class Quantization(CompressionAlgorithm):
     """
 
     name = "quantization"
+    epoch_scheduled = False
     application_order = 10
 
     def __init__(

@@ -173,3 +173,31 @@ def test_update_without_params_is_a_clear_error(cnn, make_magnitude_config):
     )
     with pytest.raises(nj.errors.UsageError, match="needs params"):
         ctrl.transform.update(variables["params"], cstate)
+
+
+def test_transform_needs_no_steps_per_epoch_when_nothing_follows_epochs():
+    import flax.linen as nn
+
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.Dense(2)(x)
+
+    model = Net()
+    variables = model.init(jax.random.key(0), np.ones((1, 3), np.float32))
+    quant = {"algorithm": "quantization", "initializer": {"range": {"num_init_samples": 0}}}
+    config = {"input_info": {"sample_size": [1, 3]}, "compression": quant}
+    ctrl, cstate = nj.create_compressed_model(model, variables, config)
+    params = variables["params"]
+    zeros = jax.tree_util.tree_map(np.zeros_like, params)
+    for _ in range(3):
+        _, cstate = jax.jit(ctrl.transform.update)(zeros, cstate, params)
+    assert (int(cstate.clock.step), int(cstate.clock.epoch)) == (3, 0)
+    # An epoch-scheduled algorithm still asks for it.
+    sparse = {
+        "input_info": {"sample_size": [1, 3]},
+        "compression": {"algorithm": "magnitude_sparsity"},
+    }
+    ctrl, _ = nj.create_compressed_model(model, variables, sparse)
+    with pytest.raises(nj.errors.ConfigError, match="steps_per_epoch"):
+        ctrl.transform  # noqa: B018
