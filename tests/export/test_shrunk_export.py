@@ -14,9 +14,9 @@ from nncf_jax.errors import ExportError
 from nncf_jax.examples.digits_resnet import resnet
 
 
-def _stablehlo_loader():
-    path = os.path.join(os.path.dirname(__file__), "test_stablehlo.py")
-    spec = importlib.util.spec_from_file_location("_export_stablehlo", path)
+def _loader(name: str) -> str:
+    path = os.path.join(os.path.dirname(__file__), f"test_{name}.py")
+    spec = importlib.util.spec_from_file_location(f"_export_{name}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.LOADER
@@ -47,7 +47,7 @@ def test_shrunk_artefact_is_smaller_and_gives_the_masked_outputs(
     small = ctrl.export_model(str(tmp_path / "small.stablehlo"), shrink=True)
     assert small.path.stat().st_size < 0.75 * full.path.stat().st_size
     batches = {k: np.abs(v) for k, v in batches.items()}
-    out = load_in_fresh_process(_stablehlo_loader(), small.path, batches, "0")
+    out = load_in_fresh_process(_loader("stablehlo"), small.path, batches, "0")
     for name, x in batches.items():
         np.testing.assert_allclose(
             out[name], np.asarray(ctrl.apply(variables, cstate, x)), atol=1e-5
@@ -59,3 +59,34 @@ def test_shrink_needs_pruning_and_refuses_activation_quantizers(tmp_path):
     with pytest.raises(ExportError, match="activation quantizers"):
         ctrl.export_model(str(tmp_path / "m.stablehlo"), shrink=True)
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("openvino") is None,
+    reason="OpenVINO (the 'openvino' extra) is not installed",
+)
+def test_shrunk_model_exports_to_openvino(tmp_path, batches, load_in_fresh_process):
+    ctrl, variables, cstate = _pruned()
+    full = ctrl.export_model(
+        str(tmp_path / "full" / "model.xml"),
+        save_format="openvino",
+        input_names=["image"],
+        output_names=["logits"],
+    )
+    small = ctrl.export_model(
+        str(tmp_path / "small" / "model.xml"),
+        save_format="openvino",
+        input_names=["image"],
+        output_names=["logits"],
+        shrink=True,
+    )
+    assert (
+        small.path.with_suffix(".bin").stat().st_size
+        < 0.75 * full.path.with_suffix(".bin").stat().st_size
+    )
+    batches = {k: np.abs(v) for k, v in batches.items()}
+    out = load_in_fresh_process(_loader("openvino"), small.path, batches)
+    for name, x in batches.items():
+        np.testing.assert_allclose(
+            out[name], np.asarray(ctrl.apply(variables, cstate, x)), atol=1e-4
+        )
