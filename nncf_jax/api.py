@@ -10,6 +10,7 @@ import numpy as np
 from nncf_jax.config import NNCFConfig
 from nncf_jax.config.validation import INT32_MAX
 from nncf_jax.core.controller import CompressionController
+from nncf_jax.core.init_data import ReplayableBatches
 from nncf_jax.core.paths import flatten_params
 from nncf_jax.core.registry import BuildContext, get_builder
 from nncf_jax.core.state import CompressionState
@@ -121,7 +122,8 @@ def create_compressed_model(
         config=config,
         params=params,
         param_names=tuple(flatten_params(params)),
-        init_data=init_data,
+        # Several builders read it: a generator is read once and replayed.
+        init_data=None if init_data is None else ReplayableBatches(init_data),
         steps_per_epoch=_steps_per_epoch(sections, steps_per_epoch),
         model=model,
         apply_fn=apply_fn,

@@ -25,18 +25,11 @@ import flax.linen as nn
 import jax
 import numpy as np
 
+from nncf_jax.core.init_data import as_call
+from nncf_jax.core.init_data import num_samples as samples_in
 from nncf_jax.errors import NNCFJaxError, UsageError
 
 __all__ = ["adapt_batchnorm"]
-
-
-def _as_call(batch: Any) -> tuple[Any, ...]:
-    return tuple(batch) if isinstance(batch, tuple | list) else (batch,)
-
-
-def _samples(args: tuple[Any, ...]) -> int:
-    leaves = jax.tree_util.tree_leaves(args)
-    return int(np.shape(leaves[0])[0]) if leaves and np.ndim(leaves[0]) else 1
 
 
 def _training_batchnorm(momentum: Any):
@@ -110,7 +103,7 @@ def adapt_batchnorm(
     for i, batch in enumerate(batches):
         if seen >= num_samples:
             break
-        args = _as_call(batch)
+        args = as_call(batch)
         # Cumulative average: batch t (0-based) gets weight 1 / (t + 1).
         momentum = np.float32(steps / (steps + 1))
         try:
@@ -122,7 +115,7 @@ def adapt_batchnorm(
                 f"batch-norm adaptation: the compressed model failed on batch {i}: "
                 f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
             ) from e
-        seen += _samples(args)
+        seen += samples_in(args)
         steps += 1
     if steps == 0:
         raise UsageError("batch-norm adaptation: the batches were empty")

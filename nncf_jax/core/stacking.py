@@ -20,6 +20,8 @@ from typing import Any
 import flax.linen as nn
 import jax
 
+from nncf_jax.core.init_data import example_call
+
 __all__ = ["layer_slices", "stacked_axes_of_context", "stacked_param_axes"]
 
 
@@ -79,18 +81,10 @@ def stacked_axes_of_context(context: Any) -> dict[str, int]:
     model that is not a linen module or has neither."""
     if not isinstance(context.model, nn.Module):
         return {}
-    args: tuple[Any, ...] | None = None
-    kwargs: dict[str, Any] = {}
-    if isinstance(context.init_data, Sequence) and context.init_data:
-        first = context.init_data[0]
-        args = tuple(first) if isinstance(first, tuple | list) else (first,)
-    elif context.config.get("input_info") is not None:
-        from nncf_jax.export.model_args import example_inputs
-
-        example = example_inputs(context.config.get("input_info"), None)
-        args, kwargs = example.args, example.kwargs
-    if args is None:
+    call = example_call(context.init_data, context.config.get("input_info"))
+    if call is None:
         return {}
+    args, kwargs = call
     try:
         return stacked_param_axes(context.apply_fn, context.variables, args, kwargs)
     except Exception:

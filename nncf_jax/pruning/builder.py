@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from nncf_jax.core.init_data import example_call
 from nncf_jax.core.paths import ScopeRules
 from nncf_jax.core.registry import BuildContext, register_algorithm
 from nncf_jax.errors import ConfigError
@@ -15,19 +16,14 @@ __all__ = ["build_filter_pruning", "example_input"]
 
 def example_input(context: BuildContext, path: str) -> Any:
     """The first positional input: the first ``init_data`` batch, else ``input_info``."""
-    if context.init_data is not None:
-        for batch in context.init_data:
-            return batch[0] if isinstance(batch, tuple | list) else batch
-    from nncf_jax.export.model_args import example_inputs
-
-    inputs = context.config.get("input_info")
-    if inputs is None:
+    call = example_call(context.init_data, context.config.get("input_info"))
+    if call is None:
         raise ConfigError(
             "input_info",
             f"{path} (filter_pruning) traces the model to find its channel groups: give "
             "input_info (e.g. {'sample_size': [1, 8, 8, 1]}) or pass init_data",
         )
-    return example_inputs(inputs, None).args[0]
+    return call[0][0]
 
 
 def _check(params: dict[str, Any], path: str) -> None:

@@ -28,6 +28,7 @@ import numpy as np
 from rich.console import Console
 
 from nncf_jax.core.host import fetch
+from nncf_jax.core.init_data import as_call, example_call, num_samples
 from nncf_jax.core.paths import flatten_params
 from nncf_jax.core.registry import BuildContext, register_algorithm
 from nncf_jax.errors import ConfigError, NNCFJaxError, StateMismatchError, UsageError
@@ -61,18 +62,6 @@ from nncf_jax.quantization.setup import ACTIVATIONS, WEIGHTS, QuantizerSpec, res
 __all__ = ["build_quantization"]
 
 
-def _as_call(batch: Any) -> tuple[Any, ...]:
-    """One ``init_data`` item as positional model inputs."""
-    if isinstance(batch, tuple | list):
-        return tuple(batch)
-    return (batch,)
-
-
-def _samples(args: Sequence[Any]) -> int:
-    leaves = jax.tree_util.tree_leaves(args)
-    return int(np.shape(leaves[0])[0]) if leaves and np.ndim(leaves[0]) else 1
-
-
 def _take_batches(init_data: Iterable[Any] | None, samples: int) -> list[tuple[Any, ...]]:
     """The first batches of ``init_data`` holding at least ``samples`` samples.
 
@@ -82,9 +71,9 @@ def _take_batches(init_data: Iterable[Any] | None, samples: int) -> list[tuple[A
         return []
     batches, seen = [], 0
     for batch in init_data:
-        args = _as_call(batch)
+        args = as_call(batch)
         batches.append(args)
-        seen += _samples(args)
+        seen += num_samples(args)
         if seen >= samples:
             break
     return batches
@@ -326,7 +315,7 @@ def _hawq_bits(
         diffs = jax.tree_util.tree_map(
             lambda a, b: jnp.sum((a - b).astype(jnp.float32) ** 2), out, reference
         )
-        return sum(jax.tree_util.tree_leaves(diffs)) / _samples(args)
+        return sum(jax.tree_util.tree_leaves(diffs)) / num_samples(args)
 
     forward = jax.jit(lambda v, args: apply_fn(v, *args))
     data = [(args, forward(variables, args)) for args in batches]
@@ -352,20 +341,15 @@ def _hawq_bits(
     return choice, traces
 
 
-def _example_call(context: BuildContext, batches: Sequence[tuple[Any, ...]]):
-    if batches:
-        return batches[0], {}
-    from nncf_jax.export.model_args import example_inputs
-
-    inputs = context.config.get("input_info")
-    if inputs is None:
+def _example_call(context: BuildContext) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    call = example_call(context.init_data, context.config.get("input_info"))
+    if call is None:
         raise ConfigError(
             "input_info",
             "quantization needs the model's input shape to place activation quantizers: "
             "give input_info (e.g. {'sample_size': [1, 8, 8, 1]}) or pass init_data",
         )
-    example = example_inputs(inputs, None)
-    return example.args, example.kwargs
+    return call
 
 
 def _from_saved(saved: Mapping[str, Any], path: str):
@@ -442,7 +426,7 @@ def build_quantization(section, context: BuildContext) -> Quantization:
 
     sites: list[OpSite] = []
     if is_linen:
-        args, kwargs = _example_call(context, batches)
+        args, kwargs = _example_call(context)
         sites = find_op_sites(
             context.apply_fn, context.variables, args, {**kwargs, "mutable": True}
         )
@@ -573,5 +557,5 @@ def _limit(batches: Sequence[tuple[Any, ...]], samples: int) -> list[tuple[Any, 
         if seen >= samples:
             break
         out.append(args)
-        seen += _samples(args)
+        seen += num_samples(args)
     return out
