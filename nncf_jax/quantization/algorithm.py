@@ -95,28 +95,14 @@ def _lookup(nested: Mapping[str, Any], name: str) -> Any:
     return node
 
 
-def _range_sharding(kernel: Any, ndim: int, *, mesh_of: Any) -> Any:
-    """The ``NamedSharding`` a range leaf gets, or None on a single device.
-
-    ``(C,)`` ranges of a kernel sharded along its last (channel) axis take
-    that axis's mesh axes; everything else is replicated on the params' mesh.
-    """
+def _channel_sharding(kernel: Any, ndim: int) -> NamedSharding | None:
+    """The sharding of a ``(C,)`` range of a kernel sharded along its channel
+    (last) axis, or None: the controller replicates every other state leaf on
+    the params' mesh (`CompressionController.init_state`)."""
     sharding = getattr(kernel, "sharding", None)
-    if not isinstance(sharding, NamedSharding):
-        sharding = next(
-            (
-                leaf.sharding
-                for leaf in mesh_of
-                if isinstance(getattr(leaf, "sharding", None), NamedSharding)
-            ),
-            None,
-        )
-        if sharding is None:
-            return None
-        return NamedSharding(sharding.mesh, PartitionSpec())
-    if ndim == 1 and len(sharding.spec) == np.ndim(kernel):
+    if ndim == 1 and isinstance(sharding, NamedSharding) and len(sharding.spec) == np.ndim(kernel):
         return NamedSharding(sharding.mesh, PartitionSpec(sharding.spec[-1]))
-    return NamedSharding(sharding.mesh, PartitionSpec())
+    return None
 
 
 class Quantization(CompressionAlgorithm):
@@ -178,17 +164,14 @@ class Quantization(CompressionAlgorithm):
 
         With params sharded by ``NamedSharding``, a per-channel weight range
         takes the sharding of its kernel's channel axis and every other range
-        is replicated on the same mesh, so a jitted step moves nothing.
+        is replicated on the same mesh (by the controller), so a jitted step
+        moves nothing.
         """
         flat = flatten_params(params)
 
         def place(name: str, value: np.ndarray) -> jax.Array:
-            spec = self._weights.get(name)
-            sharding = _range_sharding(
-                flat.get(name) if spec is not None else None,
-                value.ndim,
-                mesh_of=flat.values(),
-            )
+            kernel = flat.get(name) if name in self._weights else None
+            sharding = _channel_sharding(kernel, value.ndim)
             array = jnp.asarray(value)
             return array if sharding is None else jax.device_put(array, sharding)
 
