@@ -191,10 +191,10 @@ def _activation_ranges(
             n: len(xs) for n, xs in calls.items()
         }
 
-    step = jax.jit(
-        lambda accs, seen, specs: {n: accumulate(specs[n], accs[n], seen[n]) for n in accs},
-        static_argnums=2,
-    )
+    def make_step(specs: Mapping[str, RangeInitSpec]):
+        return jax.jit(lambda accs, seen: {n: accumulate(specs[n], accs[n], seen[n]) for n in accs})
+
+    step = make_step(range_specs)
 
     accs = None
     on_host = False
@@ -218,10 +218,12 @@ def _activation_ranges(
                         f"{path}.activations.ignored_scopes (e.g. '{{re}}^<scan module>/'), or "
                         f"start them at scale 1 with {path}.initializer.range.num_init_samples 0"
                     ) from e
-                specs_now = {
+                scaled = {
                     n: replace(spec, num_init_samples=spec.num_init_samples * counts.get(n, 1))
                     for n, spec in range_specs.items()
                 }
+                if scaled != specs_now:  # compiled once more, not per batch
+                    specs_now, step = scaled, make_step(scaled)
         except NNCFJaxError:
             raise
         except Exception as e:
@@ -238,27 +240,10 @@ def _activation_ranges(
             )
         if accs is None:
             accs = {n: init_accumulator(specs_now[n], seen[n].shape, seen[n].dtype) for n in seen}
-        accs = step(accs, {n: seen[n] for n in accs}, _Static(specs_now))
+        accs = step(accs, {n: seen[n] for n in accs})
     return {
         s.name: _ranges_from_minmax(s, *finalize(specs_now[s.name], accs[s.name])) for s in specs
     }
-
-
-class _Static:
-    """A dict of specs as a hashable static jit argument."""
-
-    def __init__(self, specs: Mapping[str, RangeInitSpec]):
-        self.specs = dict(specs)
-        self._key = tuple(sorted(self.specs.items()))
-
-    def __getitem__(self, name: str) -> RangeInitSpec:
-        return self.specs[name]
-
-    def __hash__(self) -> int:
-        return hash(self._key)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, _Static) and self._key == other._key
 
 
 def _manual_bits(
